@@ -1,0 +1,5 @@
+import sys
+
+from robust_mim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,165 @@
+"""Datasets as float images in [0, 1] and integer labels.
+
+Every dataset yields ``(x, y)`` with ``x`` a float tensor ``[3, H, W]`` in ``[0, 1]``
+(normalisation lives inside the models, so ε and σ are in pixel units) and ``y`` an int.
+
+- ``digits``: scikit-learn's bundled handwritten digits (real 8×8 scans shipped with the
+  package), upsampled to the profile's image size, 3 channels, fixed seeded split. The
+  default; needs no download.
+- ``cifar10``: torchvision's CIFAR-10 (downloads only when ``download`` is true).
+- ``imagefolder``: any ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` tree.
+- ``imagenet``: ImageNet-1k in ImageFolder layout, ``<root>/train`` and ``<root>/val``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from robust_mim.errors import ConfigError, DataMissingError
+from robust_mim.registry import Registry
+
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
+
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+@DATASETS.register("digits")
+def digits(root: str, split: str, image_size: int, download: bool = False) -> TensorDataset:
+    """scikit-learn digits, upsampled bilinearly to ``image_size``, grey → 3 channels.
+
+    The split is fixed: a seeded permutation (seed 0) puts 20% of the 1,797 images in test.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32) / 16.0  # [N, 8, 8] in [0, 1]
+    x = F.interpolate(x[:, None], size=(image_size, image_size), mode="bilinear", align_corners=False)
+    x = x.clamp(0, 1).repeat(1, 3, 1, 1)  # [N, 3, S, S]
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    order = torch.from_numpy(np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(y)))
+    n_test = int(round(len(y) * DIGITS_TEST_FRACTION))
+    idx = order[:n_test] if split == "test" else order[n_test:]
+    return TensorDataset(x[idx], y[idx])
+
+
+def _image_transform(image_size: int, train: bool, imagenet_style: bool):
+    from torchvision import transforms as T
+
+    if imagenet_style:
+        if train:
+            return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()])
+        return T.Compose([T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size), T.ToTensor()])
+    return T.Compose([T.Resize((image_size, image_size)), T.ToTensor()])
+
+
+def _require_dir(path: Path, dataset: str, how: str) -> None:
+    if not path.is_dir():
+        raise DataMissingError(f"{dataset} data not found at '{path}': {how}")
+
+
+@DATASETS.register("cifar10")
+def cifar10(root: str, split: str, image_size: int, download: bool = False) -> Dataset:
+    """torchvision CIFAR-10 under ``root``; downloads only when ``download`` is true."""
+    from torchvision.datasets import CIFAR10
+
+    base = Path(root)
+    if not download and not (base / "cifar-10-batches-py").is_dir():
+        raise DataMissingError(
+            f"cifar10 data not found at '{base / 'cifar-10-batches-py'}': set data.download: true "
+            "to fetch it with torchvision, or use data.name: imagefolder with a train/ test/ copy"
+        )
+    return CIFAR10(str(base), train=split == "train", download=download,
+                   transform=_image_transform(image_size, False, False))
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(root: str, split: str, image_size: int, download: bool = False) -> Dataset:
+    """Any ``<root>/<split>/<class>/*.{png,jpg}`` tree (e.g. a JPEG copy of CIFAR-10)."""
+    from torchvision.datasets import ImageFolder
+
+    path = Path(root) / split
+    _require_dir(path, "imagefolder", f"expected {path}/<class>/<image> files (train/ and test/ splits)")
+    return ImageFolder(str(path), transform=_image_transform(image_size, False, False))
+
+
+@DATASETS.register("imagenet")
+def imagenet(root: str, split: str, image_size: int, download: bool = False) -> Dataset:
+    """ImageNet-1k in ImageFolder layout: ``<root>/train`` and ``<root>/val``."""
+    from torchvision.datasets import ImageFolder
+
+    path = Path(root) / ("train" if split == "train" else "val")
+    _require_dir(path, "imagenet", "download ImageNet-1k from image-net.org and arrange train/ and val/ "
+                 "as <split>/<wnid>/<image>.JPEG")
+    return ImageFolder(str(path), transform=_image_transform(image_size, split == "train", True))
+
+
+def load_dataset(name: str, root: str, split: str, image_size: int, download: bool = False) -> Dataset:
+    """Build a registered dataset; ``split`` is ``train`` or ``test``."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"unknown split '{split}' (known: train, test)")
+    return DATASETS.get(name)(root=root, split=split, image_size=image_size, download=download)
+
+
+def first_examples(dataset: Dataset, n: int | None) -> tuple[Tensor, Tensor]:
+    """The first ``n`` examples (all when ``n`` is None) as tensors ``([n, 3, H, W], [n])``."""
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors
+        return x[:n].clone(), y[:n].clone()
+    n = len(dataset) if n is None else min(n, len(dataset))
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=256)
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def num_classes(dataset: Dataset) -> int:
+    """Number of classes (from ``classes`` when the dataset has it, else from the labels)."""
+    if hasattr(dataset, "classes"):
+        return len(dataset.classes)
+    return int(dataset.tensors[1].max()) + 1
+
+
+def epoch_batches(dataset: Dataset, batch_size: int, seed: int, epoch: int, *,
+                  num_workers: int = 0, drop_last: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches in a shuffled order that depends only on ``(seed, epoch)``.
+
+    Resuming at an epoch therefore replays exactly the order an uninterrupted run saw. In-memory
+    datasets are sliced directly (no per-item collation); others go through a DataLoader.
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(dataset), generator=g)  # [N]
+    n_batches = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors
+        for b in range(n_batches):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            yield x[idx], y[idx]
+        return
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(), drop_last=drop_last,
+                        num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                        persistent_workers=False)
+    yield from loader
+
+
+def random_crop_flip(x: Tensor, padding: int, flip: bool) -> Tensor:
+    """Batched augmentation: random translation by up to ``padding`` px (zero pad) and h-flip.
+
+    Uses torch's global RNG (seeded and checkpointed by the engine). ``x``: [N, C, H, W].
+    """
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)  # [N, C, H+2p, W+2p]
+    dy = torch.randint(0, 2 * padding + 1, (n,))
+    dx = torch.randint(0, 2 * padding + 1, (n,))
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]  # [N, H, 1]
+    cols = (dx[:, None] + torch.arange(w))[:, None, :]  # [N, 1, W]
+    out = padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        mirror = torch.rand(n) < 0.5
+        out = torch.where(mirror[:, None, None, None], out.flip(3), out)
+    return out.contiguous()

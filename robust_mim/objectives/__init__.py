@@ -1,0 +1,69 @@
+"""Training objectives as registries of step factories.
+
+A *step* is ``step(model, x, y) -> (loss, metrics)`` — what `robust_mim.engine.fit` calls each
+batch. ``PRETRAIN`` builds steps for a `MaskedAutoencoder` (or pretext model); ``FINETUNE``
+builds steps for a classifier. Factories take the run's ``objective``/``method`` settings as
+keyword arguments (ε in 1/255 units where the name ends in ``_255``) plus auxiliary frozen
+modules (``denoiser``, ``vq``) that the CLI loads.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robust_mim.errors import ConfigError
+from robust_mim.registry import Registry
+
+Step = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, dict[str, float]]]
+PRETRAIN: Registry[Callable[..., Step]] = Registry("pretraining objective")
+FINETUNE: Registry[Callable[..., Step]] = Registry("fine-tuning method")
+
+
+def build_step(registry: Registry, settings: dict[str, Any], **aux: Any) -> Step:
+    """``settings = {"name": ..., **kwargs}`` → step; unknown arguments raise one ConfigError line."""
+    kwargs = {k: v for k, v in settings.items() if k != "name"}
+    factory = registry.get(settings["name"])
+    try:
+        return factory(**kwargs, **aux)
+    except TypeError as exc:
+        raise ConfigError(f"{registry.kind} '{settings['name']}': {exc}") from None
+
+
+@PRETRAIN.register("mae")
+def _mae(mask_ratio: float = 0.75) -> Step:
+    from robust_mim.objectives.mim import mae_objective
+    return lambda mae, x, y: mae_objective(mae, x, mask_ratio)
+
+
+@PRETRAIN.register("nim")
+def _nim(sampler: str = "gamma", mask_ratio: float = 0.0, **sampler_args: float) -> Step:
+    from robust_mim.objectives.mim import SIGMA_SAMPLERS, nim_objective
+    if sampler not in SIGMA_SAMPLERS:
+        raise ConfigError(f"unknown sigma sampler '{sampler}' (known: {', '.join(SIGMA_SAMPLERS)})")
+    return lambda mae, x, y: nim_objective(mae, x, sampler, mask_ratio, **sampler_args)
+
+
+@PRETRAIN.register("dmae")
+def _dmae(sigma: float = 0.25, mask_ratio: float = 0.75) -> Step:
+    from robust_mim.objectives.mim import dmae_objective
+    return lambda mae, x, y: dmae_objective(mae, x, sigma, mask_ratio)
+
+
+def cross_entropy_step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Standard training: cross-entropy on clean images; reports batch accuracy."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    return loss, {"acc": (logits.argmax(1) == y).float().mean().item()}
+
+
+@FINETUNE.register("standard")
+def _standard() -> Step:
+    return cross_entropy_step
+
+
+def _check_aux(name: str, **aux: Any) -> None:
+    missing = [k for k, v in aux.items() if v is None]
+    if missing:
+        raise ConfigError(f"fine-tuning method '{name}' needs {', '.join(missing)} (set it in the run's config)")

@@ -1,0 +1,120 @@
+"""Typed result records: one JSON file per (model, evaluation), with provenance.
+
+A record holds numbers as numbers, in ``rows`` (a flat table: one dict per ε, σ or radius),
+plus who/what/where: model id, evaluation name, threat model, attack or certification
+parameters, sample counts, and provenance (git commit, config hash, seed, package versions,
+device, wall time, date). Records are written atomically and never edited by hand; notebooks
+read them with `read_records` and never recompute.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+from robust_mim.errors import ConfigError
+from robust_mim.io import atomic_write_text
+
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("model_id", "evaluation", "profile", "rows", "n_examples", "params", "provenance")
+PROVENANCE_KEYS = ("git_commit", "config_hash", "seed", "versions", "device", "wall_time_s", "date")
+TRACKED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "adversarial-robustness-toolbox",
+                    "vector-quantize-pytorch", "robust_mim")
+
+
+def config_hash(spec: Any) -> str:
+    """Short, stable hash of a JSON-serialisable configuration (sorted keys)."""
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def git_commit() -> dict[str, Any]:
+    """Commit of the code that ran (the checkout holding this package), and whether it was dirty."""
+    repo = Path(__file__).resolve().parent.parent
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = "", None
+    return {"git_commit": commit or "unknown", "git_dirty": dirty}
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that determine the numbers."""
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def provenance(spec: Any, seed: int, device: str, wall_time_s: float) -> dict[str, Any]:
+    """Provenance block for a record produced from configuration ``spec``."""
+    return {**git_commit(), "config_hash": config_hash(spec), "seed": seed, "versions": package_versions(),
+            "device": device, "host": platform.node(), "wall_time_s": round(wall_time_s, 3),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def make_record(model_id: str, evaluation: str, profile: str, rows: list[dict[str, Any]], *,
+                n_examples: int, params: dict[str, Any], provenance: dict[str, Any],
+                **extra: Any) -> dict[str, Any]:
+    """Assemble a record; ``extra`` holds optional fields (paper, threat_model, sanity_checks, scale...)."""
+    return {"schema_version": SCHEMA_VERSION, "model_id": model_id, "evaluation": evaluation,
+            "profile": profile, "rows": rows, "n_examples": n_examples, "params": params,
+            "provenance": provenance, **extra}
+
+
+def validate_record(record: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first missing field of a record or its provenance."""
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    missing += [f"provenance.{k}" for k in PROVENANCE_KEYS if k not in record.get("provenance", {})]
+    if missing:
+        raise ConfigError(f"record for '{record.get('model_id')}' lacks {', '.join(missing)}")
+
+
+def write_record(path: Path | str, record: dict[str, Any]) -> None:
+    """Validate and write a record atomically (numbers stay numbers: no string formatting)."""
+    validate_record(record)
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, allow_nan=True) + "\n")
+
+
+def read_record(path: Path | str) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def iter_records(root: Path | str) -> Iterable[dict[str, Any]]:
+    """Every record under ``root`` (recursively), sorted by path."""
+    for path in sorted(Path(root).rglob("*.json")):
+        record = read_record(path)
+        if isinstance(record, dict) and "schema_version" in record:
+            yield {**record, "_path": str(path)}
+
+
+def read_records(root: Path | str):
+    """All records under ``root`` as a pandas DataFrame: one row per record row.
+
+    Columns: the record's scalar fields (model_id, evaluation, threat_model, ...), every key of
+    its row (eps, accuracy, radius, ...), ``n_failed_checks`` and ``failed_checks`` (names),
+    and provenance flattened as ``prov.<key>``.
+    """
+    import pandas as pd
+
+    out = []
+    for rec in iter_records(root):
+        base = {k: v for k, v in rec.items() if not isinstance(v, (dict, list))}
+        failed = [c["check"] for c in rec.get("sanity_checks", []) if c.get("passed") is False]
+        base.update(n_failed_checks=len(failed), failed_checks=", ".join(failed))
+        base.update({f"prov.{k}": v for k, v in rec["provenance"].items() if not isinstance(v, dict)})
+        for row in rec["rows"] or [{}]:
+            out.append({**base, **row})
+    return pd.DataFrame(out)

@@ -1,0 +1,60 @@
+"""Tables for the notebooks, built only from records (never recomputed, never typed by hand)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from robust_mim.errors import RobustMimError
+from robust_mim.records import read_records
+
+
+class RecordsMissing(RobustMimError):
+    """The notebook's records have not been produced yet; the message names the target."""
+
+
+def load_records(results_dir: str | Path, profile: str, target: str = "all") -> pd.DataFrame:
+    """Every record under ``results_dir/records`` as a DataFrame, or a RecordsMissing that says
+    which Snakemake command produces them."""
+    root = Path(results_dir) / "records"
+    df = read_records(root) if root.is_dir() else pd.DataFrame()
+    if df.empty:
+        raise RecordsMissing(
+            f"no records for profile '{profile}' under {root}: run "
+            f"`snakemake --cores 8 {target} --configfile config/{profile}.yaml` first"
+        )
+    return df
+
+
+def pivot_accuracy(df: pd.DataFrame, evaluations: list[str], eps_255: list[float] | None = None,
+                   index: str = "model_id") -> pd.DataFrame:
+    """Accuracy (%) per model (rows) × evaluation@ε (columns), plus the failed sanity checks."""
+    sub = df[df["evaluation"].isin(evaluations)].copy()
+    if eps_255 is not None and "eps" in sub:
+        keep = sub["eps"].isna() | (sub["eps"] * 255).round(3).isin([round(e, 3) for e in eps_255])
+        sub = sub[keep]
+    sub["column"] = sub.apply(_column_name, axis=1)
+    table = sub.pivot_table(index=index, columns="column", values="accuracy", aggfunc="first") * 100
+    order = [c for e in evaluations for c in table.columns if c.split(" @")[0] == e]
+    table = table[list(dict.fromkeys(order))].round(1)
+    table["failed sanity checks"] = df.groupby(index)["failed_checks"].first().reindex(table.index).fillna("")
+    return table
+
+
+def _column_name(row: pd.Series) -> str:
+    eps = row.get("eps")
+    if eps is None or pd.isna(eps):
+        return row["evaluation"]
+    return f"{row['evaluation']} @{eps * 255:g}/255" if row.get("norm", "linf") == "linf" else \
+        f"{row['evaluation']} @{eps:g}"
+
+
+def sanity_report(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model × sanity check with pass/fail and its numbers (failures first)."""
+    sanity = df[df["evaluation"] == "sanity"]
+    if sanity.empty:
+        return pd.DataFrame(columns=["model_id", "check", "passed", "details"])
+    cols = [c for c in ("model_id", "check", "passed", "details") if c in sanity]
+    out = sanity[cols].copy()
+    out["status"] = out["passed"].map({True: "pass", False: "FAIL"}).fillna("n/a")
+    return out.sort_values(["status", "model_id"], key=lambda s: s.map({"FAIL": 0}).fillna(1) if s.name == "status" else s)

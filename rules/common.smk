@@ -1,0 +1,92 @@
+# Configuration, validation and the small get_* helpers every rule file uses.
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from robust_mim.config import resolve_run, validate_config
+from robust_mim.errors import ConfigError
+
+REPO = Path(workflow.basedir)
+
+
+def load_profile(overrides):
+    """The smoke profile unless --configfile named another; --config values override it."""
+    base = {}
+    if "profile" not in overrides:
+        base = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    merged = {**base, **overrides}
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    try:
+        return validate_config(merged, schema)
+    except ConfigError as exc:
+        raise SystemExit(f"robust_mim: {exc}") from None
+
+
+config.update(load_profile(dict(config)))
+PROFILE = config["profile"]
+RES = f"results/{PROFILE}"
+FIG = f"figures/{PROFILE}"
+THREADS = max(1, min(config["threads"], os.cpu_count() or 1))
+PRETRAIN_RUNS = sorted(config["pretrain"]["runs"])
+MODELS = sorted(config["finetune"]["runs"])
+
+
+wildcard_constraints:
+    run="|".join(PRETRAIN_RUNS) or "__none__",
+    model="|".join(MODELS) or "__none__",
+
+
+def job_spec(**parts):
+    """JSON spec of one job: the profile-wide settings plus the job's own slice."""
+    shared = {k: config[k] for k in ("profile", "scale_note", "seed", "device", "data", "model")}
+    return json.dumps({**shared, **parts}, sort_keys=True)
+
+
+def pretrain_run(run):
+    return resolve_run(config["pretrain"], run)
+
+
+def finetune_run(model):
+    return resolve_run(config["finetune"], model)
+
+
+def pretrain_weights(run):
+    return f"{RES}/pretrain/{run}/model.safetensors"
+
+
+def finetune_weights(model):
+    return f"{RES}/finetune/{model}/model.safetensors"
+
+
+def finetune_inputs(wildcards):
+    """Pretrained encoder and frozen denoiser a fine-tuning run starts from, if any."""
+    run = finetune_run(wildcards.model)
+    return {k: pretrain_weights(run[k]) for k in ("init", "denoiser") if run.get(k)}
+
+
+def optional_flags(inputs, names):
+    return " ".join(f"--{n} {inputs[n]}" for n in names if n in inputs.keys())
+
+
+def models_of(paper):
+    """Model ids whose runs list ``paper`` (all models for None)."""
+    return [m for m in MODELS if paper is None or paper in finetune_run(m).get("papers", [])]
+
+
+def robustness_records(models):
+    return [f"{RES}/records/{m}/robustness" for m in models]
+
+
+NOTEBOOK_PAPER = {"00_overview": None}
+
+
+def notebook_inputs(wildcards):
+    paper = NOTEBOOK_PAPER.get(wildcards.notebook)
+    return {"notebook": str(REPO / "notebooks" / f"{wildcards.notebook}.ipynb"),
+            "records": robustness_records(models_of(paper))}
+
+
+def all_targets():
+    return [f"{RES}/notebooks/{nb}.ipynb" for nb in config["notebooks"]]

@@ -1,0 +1,41 @@
+import json
+import os
+
+import pytest
+
+from robust_mim.errors import ConfigError
+from robust_mim.records import config_hash, make_record, provenance, read_records, write_record
+
+
+def _record(model="m", evaluation="pgd-linf", acc=(0.9, 0.5)):
+    prov = provenance({"a": 1}, seed=0, device="cpu", wall_time_s=1.234)
+    rows = [{"eps": e, "accuracy": a, "n_examples": 10} for e, a in zip((0.0, 8 / 255), acc)]
+    return make_record(model, evaluation, "test", rows, n_examples=10, params={"steps": 10}, provenance=prov,
+                       sanity_checks=[{"check": "monotone", "passed": False, "details": {}}])
+
+
+def test_provenance_carries_commit_versions_hash_seed_device_time():
+    prov = provenance({"a": 1}, seed=7, device="cpu", wall_time_s=2.0)
+    assert prov["config_hash"] == config_hash({"a": 1}) != config_hash({"a": 2})
+    assert prov["seed"] == 7 and prov["device"] == "cpu" and prov["wall_time_s"] == 2.0
+    assert prov["versions"]["torch"] != "not installed" and prov["git_commit"]
+    assert prov["date"].endswith("+00:00")
+
+
+def test_records_are_written_atomically_and_read_back_as_a_dataframe(tmp_path):
+    write_record(tmp_path / "m" / "pgd.json", _record())
+    write_record(tmp_path / "n" / "pgd.json", _record("n", acc=(0.8, 0.1)))
+    assert not [p for p in os.listdir(tmp_path / "m") if p.endswith(".tmp")]
+    rec = json.loads((tmp_path / "m" / "pgd.json").read_text())
+    assert isinstance(rec["rows"][1]["accuracy"], float)
+    df = read_records(tmp_path)
+    assert len(df) == 4 and set(df["model_id"]) == {"m", "n"}
+    assert df["failed_checks"].eq("monotone").all() and "prov.git_commit" in df
+
+
+def test_a_record_without_provenance_is_refused(tmp_path):
+    rec = _record()
+    del rec["provenance"]["seed"]
+    with pytest.raises(ConfigError, match="provenance.seed"):
+        write_record(tmp_path / "x.json", rec)
+    assert not (tmp_path / "x.json").exists()
