@@ -17,6 +17,12 @@ include: "rules/pretrain.smk"
 include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
 include: "rules/notebooks.smk"
+include: "rules/nim.smk"
+include: "rules/mimir.smk"
+include: "rules/dmae.smk"
+include: "rules/chen.smk"
+include: "rules/dat.smk"
+include: "rules/report.smk"
 
 
 rule all:

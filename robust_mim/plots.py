@@ -13,10 +13,13 @@ def style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 
 
-def accuracy_vs_eps(df: pd.DataFrame, evaluations: list[str], title: str = "") -> plt.Figure:
+def accuracy_vs_eps(df: pd.DataFrame, evaluations: list[str], title: str = "",
+                    max_eps_255: float | None = None) -> plt.Figure:
     """Robust accuracy (%) against L∞ ε (×255): one colour per model, one line style per attack."""
     style()
     sub = df[df["evaluation"].isin(evaluations) & df["eps"].notna()].copy()
+    if max_eps_255 is not None:
+        sub = sub[sub["eps"] * 255 <= max_eps_255 + 1e-6]
     sub["eps (1/255)"] = (sub["eps"] * 255).round(2)
     sub["accuracy (%)"] = sub["accuracy"] * 100
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

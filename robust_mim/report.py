@@ -34,9 +34,10 @@ def pivot_accuracy(df: pd.DataFrame, evaluations: list[str], eps_255: list[float
         keep = sub["eps"].isna() | (sub["eps"] * 255).round(3).isin([round(e, 3) for e in eps_255])
         sub = sub[keep]
     sub["column"] = sub.apply(_column_name, axis=1)
+    sub["order"] = sub["evaluation"].map(evaluations.index) * 1e6 + sub["eps"].fillna(0)
     table = sub.pivot_table(index=index, columns="column", values="accuracy", aggfunc="first") * 100
-    order = [c for e in evaluations for c in table.columns if c.split(" @")[0] == e]
-    table = table[list(dict.fromkeys(order))].round(1)
+    order = sub.groupby("column")["order"].first().sort_values().index
+    table = table[list(order)].round(1)
     table["failed sanity checks"] = df.groupby(index)["failed_checks"].first().reindex(table.index).fillna("")
     return table
 

@@ -38,9 +38,16 @@ wildcard_constraints:
     model="|".join(MODELS) or "__none__",
 
 
+# Scheduling-only keys (the resources of a job) stay out of job specs, so changing them neither reruns
+# finished jobs nor changes a run's hash (a resumed run may get more GPUs or time).
+RESOURCE_KEYS = ("gpus", "runtime_min", "mem_mb")
+
+
 def job_spec(**parts):
     """JSON spec of one job: the profile-wide settings plus the job's own slice."""
     shared = {k: config[k] for k in ("profile", "scale_note", "seed", "device", "data", "model")}
+    parts = {k: {kk: vv for kk, vv in v.items() if kk not in RESOURCE_KEYS} if isinstance(v, dict) else v
+             for k, v in parts.items()}
     return json.dumps({**shared, **parts}, sort_keys=True)
 
 
@@ -66,6 +73,12 @@ def finetune_inputs(wildcards):
     return {k: pretrain_weights(run[k]) for k in ("init", "denoiser") if run.get(k)}
 
 
+def launcher(gpus):
+    """`python`, or torchrun with one process per GPU (DDP on one node) when a job gets >1 GPU."""
+    gpus = int(gpus)
+    return "python" if gpus <= 1 else f"torchrun --standalone --nnodes 1 --nproc_per_node {gpus}"
+
+
 def optional_flags(inputs, names):
     return " ".join(f"--{n} {inputs[n]}" for n in names if n in inputs.keys())
 
@@ -79,13 +92,19 @@ def robustness_records(models):
     return [f"{RES}/records/{m}/robustness" for m in models]
 
 
-NOTEBOOK_PAPER = {"00_overview": None}
+# notebook -> paper key in finetune runs' `papers` (None: every model)
+NOTEBOOK_PAPER = {"00_overview": None, "01_nim_de3": "nim", "02_mimir": "mimir", "03_dmae_certified": "dmae",
+                  "04_adv_ss_pretraining": "chen", "05_dat": "dat", "06_leaderboard": None}
+# notebook -> function(models) giving extra inputs (paper rule files register theirs)
+NOTEBOOK_EXTRA_INPUTS = {}
 
 
 def notebook_inputs(wildcards):
     paper = NOTEBOOK_PAPER.get(wildcards.notebook)
+    models = models_of(paper)
+    extra = NOTEBOOK_EXTRA_INPUTS.get(wildcards.notebook, lambda ms: [])(models)
     return {"notebook": str(REPO / "notebooks" / f"{wildcards.notebook}.ipynb"),
-            "records": robustness_records(models_of(paper))}
+            "records": robustness_records(models) + list(extra)}
 
 
 def all_targets():

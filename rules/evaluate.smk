@@ -11,6 +11,10 @@ rule attack_eval:
         spec=lambda wc: job_spec(run=finetune_run(wc.model), evaluation=config["evaluation"]),
         flags=lambda wc, input: optional_flags(input, ["denoiser"]),
     threads: THREADS
+    resources:
+        gpu=config["evaluation"]["gpus"],
+        runtime=config["evaluation"]["runtime_min"],
+        mem_mb=config["evaluation"]["mem_mb"],
     conda:
         "../environment.yml"
     shell:

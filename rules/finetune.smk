@@ -11,9 +11,14 @@ rule finetune_classifier:
         spec=lambda wc: job_spec(run=finetune_run(wc.model)),
         run_dir=lambda wc: f"{RES}/finetune/{wc.model}",
         flags=lambda wc, input: optional_flags(input, ["init", "denoiser"]),
+        launcher=lambda wc, resources: launcher(resources.gpu),
     threads: THREADS
+    resources:
+        gpu=lambda wc: finetune_run(wc.model)["gpus"],
+        runtime=lambda wc: finetune_run(wc.model)["runtime_min"],
+        mem_mb=lambda wc: finetune_run(wc.model)["mem_mb"],
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli finetune --spec {params.spec:q} --threads {threads} --log {log} "
-        "--out {output.weights} --run-dir {params.run_dir} {params.flags}"
+        "{params.launcher} -m robust_mim.cli finetune --spec {params.spec:q} --threads {threads} --log-file {log} "
+        "--gpus {resources.gpu} --out {output.weights} --run-dir {params.run_dir} {params.flags}"

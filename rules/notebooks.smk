@@ -9,11 +9,10 @@ rule notebook_run:
     benchmark:
         f"{RES}/benchmarks/notebook_run/{{notebook}}.tsv"
     params:
-        results=RES,
-        figures=lambda wc: f"{FIG}/{wc.notebook}",
+        profile=PROFILE,
+        results=lambda wc, output: str(Path(output.notebook).parent.parent),
     conda:
         "../environment.yml"
     shell:
-        "python -m papermill {input.notebook:q} {output.notebook:q} --cwd . "
-        "-p profile {PROFILE} -p results_dir {params.results} -p figures_dir {params.figures} "
-        "> {log} 2>&1"
+        "python -m papermill {input.notebook:q} {output.notebook:q} --cwd . -p profile {params.profile} "
+        "-p results_dir {params.results} -p figures_dir {output.figures} > {log} 2>&1"

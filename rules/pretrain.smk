@@ -1,6 +1,7 @@
 rule pretrain_mim:
     output:
         weights=f"{RES}/pretrain/{{run}}/model.safetensors",
+        metrics=f"{RES}/pretrain/{{run}}/metrics.jsonl",
     log:
         f"{RES}/logs/pretrain_mim/{{run}}.log",
     benchmark:
@@ -8,9 +9,14 @@ rule pretrain_mim:
     params:
         spec=lambda wc: job_spec(run=pretrain_run(wc.run)),
         run_dir=lambda wc: f"{RES}/pretrain/{wc.run}",
+        launcher=lambda wc, resources: launcher(resources.gpu),
     threads: THREADS
+    resources:
+        gpu=lambda wc: pretrain_run(wc.run)["gpus"],
+        runtime=lambda wc: pretrain_run(wc.run)["runtime_min"],
+        mem_mb=lambda wc: pretrain_run(wc.run)["mem_mb"],
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli pretrain --spec {params.spec:q} --threads {threads} --log {log} "
-        "--out {output.weights} --run-dir {params.run_dir}"
+        "{params.launcher} -m robust_mim.cli pretrain --spec {params.spec:q} --threads {threads} --log-file {log} "
+        "--gpus {resources.gpu} --out {output.weights} --run-dir {params.run_dir}"

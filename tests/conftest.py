@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,22 @@ def digits16():
     from robust_mim.data import load_dataset
 
     return load_dataset("digits", "data", "train", 16), load_dataset("digits", "data", "test", 16)
+
+
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(workdir: Path, *args: str, config: str = "config/test.yaml") -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir`` with a profile from config/."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(REPO / config), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Path:
+    """A finished run of ``snakemake all`` on config/test.yaml (shared by every pipeline test)."""
+    work = tmp_path_factory.mktemp("pipeline")
+    run = snakemake(work, "--cores", "2", "all")
+    assert run.returncode == 0, run.stderr[-6000:]
+    return work

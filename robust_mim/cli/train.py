@@ -3,32 +3,49 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
+
+import torch
 
 from robust_mim.cli import command
 from robust_mim.cli import common
+from robust_mim.distributed import DistContext, shutdown
 from robust_mim.engine import fit
 from robust_mim.io import load_weights, save_weights
 from robust_mim.models.classifier import load_encoder
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
 from robust_mim.records import config_hash
 
+Log = Callable[[str], None]
+
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="final weights (.safetensors)")
     p.add_argument("--run-dir", required=True, help="folder for checkpoint.pt and metrics.jsonl")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs the job was given (Snakemake resource gpu)")
+    p.add_argument("--log-file", dest="log", help="same as --log (torchrun's parser rejects --log as ambiguous)")
 
 
 @command("pretrain", _pretrain_args)
 def pretrain(args: argparse.Namespace) -> None:
     """Pretrain a masked autoencoder with the run's objective (MAE, NIM, DMAE, MIMIR)."""
     spec, log = args.spec, common.make_logger(args.log)
+    ctx, device = common.launch(spec, args.gpus, log)
+    try:
+        _pretrain(args, spec, ctx, device, log if ctx.is_main else (lambda line: None))
+    finally:
+        shutdown()
+
+
+def _pretrain(args: argparse.Namespace, spec: dict, ctx: DistContext, device: torch.device, log: Log) -> None:
     train_set = common.dataset(spec, "train")
     mae = common.build_mae(spec)
     step = build_step(PRETRAIN, spec["run"]["objective"])
-    log(f"pretrain {spec['run']['id']}: {spec['run']['objective']} on {len(train_set)} images")
-    fit(mae, step, train_set, common.train_config(spec), Path(args.run_dir), run_hash=config_hash(spec),
-        device=common.device(spec), log=log)
-    save_weights(mae.state_dict(), args.out, {"config_hash": config_hash(spec), "kind": "mae"})
+    log(f"pretrain {spec['run']['id']}: {spec['run']['objective']} on {len(train_set)} images; {common.lr_rule(spec)}")
+    fit(mae, step, train_set, common.train_config(spec), Path(args.run_dir), run_hash=common.run_hash(spec),
+        device=device, log=log, dist=ctx)
+    if ctx.is_main:
+        save_weights(mae.state_dict(), args.out, {"config_hash": config_hash(spec), "kind": "mae"})
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
@@ -41,14 +58,37 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
 def finetune(args: argparse.Namespace) -> None:
     """Train a classifier, from scratch or from a pretrained encoder, with the run's method."""
     spec, log = args.spec, common.make_logger(args.log)
+    ctx, device = common.launch(spec, args.gpus, log)
+    try:
+        _finetune(args, spec, ctx, device, log if ctx.is_main else (lambda line: None))
+    finally:
+        shutdown()
+
+
+def _finetune(args: argparse.Namespace, spec: dict, ctx: DistContext, device: torch.device, log: Log) -> None:
     train_set = common.dataset(spec, "train")
-    model = common.build_classifier(spec, common.n_classes_of(spec, train_set))
+    n_classes = common.n_classes_of(spec, train_set)
+    model = common.build_classifier(spec, n_classes)
     if args.init:
         load_encoder(model, load_weights(args.init), prefix="encoder.")
         log(f"encoder initialised from {args.init}")
-    aux = {"denoiser": common.load_mae(spec, args.denoiser).to(common.device(spec)) if args.denoiser else None}
+    if spec["run"].get("frozen_blocks"):  # partial fine-tuning (paper 4's F1/F2); before the optimizer exists
+        _freeze_pretrained(model, spec["run"]["frozen_blocks"], args.init, log)
+    aux = {"denoiser": common.load_mae(spec, args.denoiser).to(device) if args.denoiser else None}
     step = build_step(FINETUNE, spec["run"]["method"], **{k: v for k, v in aux.items() if v is not None})
-    log(f"finetune {spec['run']['id']}: {spec['run']['method']} on {len(train_set)} images")
-    fit(model, step, train_set, common.train_config(spec), Path(args.run_dir), run_hash=config_hash(spec),
-        device=common.device(spec), log=log)
-    save_weights(model.state_dict(), args.out, {"config_hash": config_hash(spec), "kind": "classifier"})
+    log(f"finetune {spec['run']['id']}: {spec['run']['method']} on {len(train_set)} images; {common.lr_rule(spec)}")
+    fit(model, step, train_set, common.train_config(spec, n_classes), Path(args.run_dir),
+        run_hash=common.run_hash(spec), device=device, log=log, dist=ctx)
+    if ctx.is_main:
+        save_weights(model.state_dict(), args.out, {"config_hash": config_hash(spec), "kind": "classifier"})
+
+
+def _freeze_pretrained(model: torch.nn.Module, num_blocks: int, init: str | None, log: Log) -> None:
+    """Freeze the first ``num_blocks`` pretrained stages (weights and batch-norm statistics)."""
+    from robust_mim.errors import ConfigError
+    from robust_mim.objectives.chen import freeze_pretrained_blocks
+
+    if not init:
+        raise ConfigError("frozen_blocks freezes pretrained blocks: the run needs an init")
+    frozen = freeze_pretrained_blocks(model, num_blocks)
+    log(f"partial fine-tuning: first {num_blocks} stages frozen ({len(frozen)} parameter tensors)")

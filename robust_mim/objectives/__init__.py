@@ -67,3 +67,9 @@ def _check_aux(name: str, **aux: Any) -> None:
     missing = [k for k, v in aux.items() if v is None]
     if missing:
         raise ConfigError(f"fine-tuning method '{name}' needs {', '.join(missing)} (set it in the run's config)")
+
+
+# Paper modules register their objectives/methods on import: one line each, below.
+from robust_mim.objectives import nim  # noqa: E402,F401
+from robust_mim.objectives import dmae  # noqa: E402,F401
+from robust_mim.objectives import mimir_methods  # noqa: E402,F401

@@ -1,0 +1,91 @@
+"""``attack``: the shared robustness evaluation of one model, one record per attack."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from robust_mim.cli import command
+from robust_mim.cli import common
+from robust_mim.data import first_examples, num_classes
+from robust_mim.defenses import build_defense
+from robust_mim.evaluation import default_suite, run_suite, sanity_checks
+from robust_mim.records import make_record, provenance, write_record
+
+
+def _attack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="classifier weights (.safetensors)")
+    p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
+    p.add_argument("--out-dir", required=True, help="folder for one JSON record per attack + sanity.json")
+    p.add_argument("--denoiser", default=None, help="MAE weights of a De³ denoiser, when the model uses one")
+
+
+def suite_from_spec(ev: dict, randomized: bool, has_bare: bool) -> list[dict]:
+    """The configured evaluation suite as data (ε in 1/255 units in the config → pixel units).
+
+    FGSM and PGD L∞ over the ε grid, the sanity-check attacks of `default_suite` (large ε,
+    strong PGD at the headline ε, EOT for randomized models, Square, gray-box), the ART
+    AutoAttack-style ensemble at the headline ε, and PGD L2.
+    """
+    grid, bs = [e / 255 for e in ev["eps_255"]], ev["batch_size"]
+    suite = [{"name": "fgsm-linf", "attack": "fgsm", "threat_model": "white-box", "eps": grid, "batch_size": bs}]
+    suite += default_suite(
+        grid, large_eps=ev["large_eps_255"] / 255, steps=ev["steps"], randomized=randomized, has_surrogate=has_bare,
+        restarts=ev["restarts"], strong_steps_factor=ev["strong_steps_factor"], strong_restarts=ev["strong_restarts"],
+        eot_samples=ev["eot_samples"], autoattack=False, square_queries=ev["square_queries"], batch_size=bs)
+    headline = [ev["headline_eps_255"] / 255]
+    for entry in suite:  # the 5x-steps PGD only needs the headline ε for its sanity check
+        if entry["name"].endswith("-strong"):
+            entry["eps"] = headline
+    if ev["autoattack"]:
+        suite.append({"name": "autoattack-style-linf", "attack": "autoattack-style", "threat_model": "white-box",
+                      "eps": headline, "norm": "linf", "steps": ev["apgd_steps"],
+                      "n_target_classes": ev["apgd_target_classes"], "queries": ev["square_queries"],
+                      "batch_size": bs})
+    if ev["l2_eps"]:
+        suite.append({"name": "pgd-l2", "attack": "pgd", "threat_model": "white-box", "norm": "l2",
+                      "eps": [0.0, *ev["l2_eps"]], "steps": ev["steps"], "eot_samples": ev["eot_samples"] if randomized else 1,
+                      "batch_size": bs})
+    return suite
+
+
+@command("attack", _attack_args)
+def attack(args: argparse.Namespace) -> None:
+    """Attack one (possibly defended) classifier with the configured suite; write records."""
+    spec, log = args.spec, common.make_logger(args.log)
+    ev, run, dev = spec["evaluation"], spec["run"], common.device(spec)
+    test_set = common.dataset(spec, "test")
+    x, y = first_examples(test_set, ev["n_examples"])
+    k = num_classes(test_set)
+    bare = common.load_classifier(spec, args.weights, k).to(dev)
+    denoiser = common.load_mae(spec, args.denoiser).to(dev) if args.denoiser else None
+    defended, randomized = build_defense(run.get("defense"), bare, denoiser)
+    surrogates = {"bare": bare} if defended is not bare else {}
+    suite = suite_from_spec(ev, randomized, bool(surrogates))
+    generator = torch.Generator(device=dev).manual_seed(spec["seed"])
+    torch.manual_seed(spec["seed"])
+    log(f"attack {args.model_id}: {len(suite)} evaluations on {len(y)} test images, randomized={randomized}")
+    results = run_suite(defended, x.to(dev), y.to(dev), suite, surrogates=surrogates, randomized=randomized,
+                        generator=generator)
+    checks = sanity_checks(results, k, randomized)
+    _write(args, spec, results, checks, len(y), str(dev))
+    failed = [c["check"] for c in checks if c["passed"] is False]
+    log(f"wrote {len(results)} records; failed sanity checks: {', '.join(failed) or 'none'}")
+
+
+def _write(args: argparse.Namespace, spec: dict, results: list[dict], checks: list[dict], n: int, dev: str) -> None:
+    out, run = Path(args.out_dir), spec["run"]
+    shared = {"paper": run.get("papers", []), "scale_note": spec["scale_note"], "defense": run.get("defense"),
+              "init": run.get("init"), "method": run.get("method", {}).get("name"), "sanity_checks": checks}
+    for r in results:
+        prov = provenance(spec, spec["seed"], dev, r.get("wall_time_s", 0.0))
+        extra = {k: v for k, v in r.items() if k not in ("evaluation", "rows", "params", "wall_time_s")}
+        write_record(out / f"{r['evaluation']}.json", make_record(
+            args.model_id, r["evaluation"], spec["profile"], r["rows"], n_examples=n, params=r["params"],
+            provenance=prov, **extra, **shared))
+    rows = [{"check": c["check"], "passed": c["passed"], "details": c.get("details", {})} for c in checks]
+    write_record(out / "sanity.json", make_record(
+        args.model_id, "sanity", spec["profile"], rows, n_examples=n, params={},
+        provenance=provenance(spec, spec["seed"], dev, 0.0), **shared))

@@ -1,0 +1,133 @@
+"""``attack-adaptive``: MIMIR's extra evaluations of one classifier (paper 2, Xu et al.).
+
+White-box L∞ attacks at the configured ε (8/255), on the same first test images as the shared
+suite, one record per attack under ``--out-dir`` plus ``sanity.json``:
+
+- ``pgd-<k>``: plain cross-entropy PGD with k steps (the paper's PGD-20 and PGD-100; the step
+  count in the name and in ``params.steps`` is the one that ran);
+- ``pgd-feature``: feature-space PGD, maximize ‖embed(x′) − embed(x)‖₂ (official
+  ``adaptive_attack/pgd_feature.py``);
+- ``pgd-mi-lam<λ>``: PGD-MI, maximize CE + λ·HSIC(embed(x′), x′) (official ``pgd_mi.py``).
+
+Each attack runs per batch of ``mimir.batch_size`` images (HSIC is a batch statistic).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from robust_mim.adaptive import feature_distance_loss, pgd_mi_loss
+from robust_mim.cli import command
+from robust_mim.cli import common
+from robust_mim.data import first_examples, num_classes
+from robust_mim.errors import ConfigError
+from robust_mim.evaluation import run_evaluation, sanity_checks
+from robust_mim.objectives.mimir_methods import hsic_estimator
+from robust_mim.records import make_record, provenance, write_record
+
+EntryFn = Callable[[Tensor], dict[str, Any]]  # clean batch [B, 3, H, W] -> suite entry
+
+
+def _adaptive_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="classifier weights (.safetensors)")
+    p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
+    p.add_argument("--out-dir", required=True, help="folder for one JSON record per attack + sanity.json")
+
+
+def adaptive_entries(cfg: dict[str, Any]) -> list[tuple[EntryFn, dict[str, Any]]]:
+    """The configured attacks as (batch → suite entry, descriptive params for the record)."""
+    eps = [e / 255 for e in cfg["eps_255"]]
+    pgd = {"attack": "pgd", "threat_model": "white-box", "eps": eps, "norm": "linf",
+           "step_size": cfg["step_255"] / 255, "restarts": cfg["restarts"], "eot_samples": 1}
+    out: list[tuple[EntryFn, dict[str, Any]]] = []
+    for k in cfg["pgd_steps"]:
+        out.append((lambda xb, k=k: {"name": f"pgd-{k}", **pgd, "steps": k}, {"loss": "ce"}))
+    feature = {"loss": "feature-distance: ||embed(x') - embed(x)||_2", "adaptive": True}
+    out.append((lambda xb: {"name": "pgd-feature", **pgd, "steps": cfg["feature_steps"],
+                            "loss": feature_distance_loss(xb)}, feature))
+    hsic_fn = hsic_estimator(cfg["hsic"])
+    for lam in cfg["mi_lams"]:
+        mi = {"loss": "PGD-MI: CE + lam * HSIC(embed(x'), x')", "lam": lam, "hsic": cfg["hsic"],
+              "sigma": cfg["sigma"], "adaptive": True}
+        out.append((lambda xb, lam=lam: {"name": f"pgd-mi-lam{lam:g}", **pgd, "steps": cfg["mi_steps"],
+                                         "loss": pgd_mi_loss(lam, sigma=cfg["sigma"], hsic_fn=hsic_fn)}, mi))
+    return out
+
+
+def evaluate_batched(model: nn.Module, x: Tensor, y: Tensor, entry_for: EntryFn, batch_size: int,
+                     generator: torch.Generator | None = None) -> dict[str, Any]:
+    """`run_evaluation` on each batch (``entry_for(x_batch)`` builds its entry); rows merged over batches.
+
+    Args:
+        x: images [N, 3, H, W] in [0, 1]; y: labels [N].
+
+    Returns:
+        the `run_evaluation` result with rows summed over batches (accuracy = n_correct / N).
+    """
+    parts = []
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        entry = {**entry_for(xb), "batch_size": batch_size}
+        parts.append(run_evaluation(model, xb, yb, entry, generator=generator))
+    rows = []
+    for per_batch in zip(*(p["rows"] for p in parts)):
+        n_correct, n = sum(r["n_correct"] for r in per_batch), sum(r["n_examples"] for r in per_batch)
+        rows.append({"eps": per_batch[0]["eps"], "accuracy": n_correct / n, "n_correct": n_correct, "n_examples": n})
+    return {**parts[0], "rows": rows, "wall_time_s": sum(p["wall_time_s"] for p in parts)}
+
+
+def pretraining_label(objective: dict[str, Any] | None) -> str:
+    """Role of the encoder's pretraining in MIMIR's comparison: scratch, mae, mimir-lam0, mimir."""
+    if not objective:
+        return "scratch"
+    if objective["name"] == "mimir":
+        return "mimir-lam0" if float(objective.get("lam", 1e-5)) == 0 else "mimir"
+    return objective["name"]
+
+
+@command("attack-adaptive", _adaptive_args)
+def attack_adaptive(args: argparse.Namespace) -> None:
+    """MIMIR's PGD-k, feature-space PGD and PGD-MI against one classifier; one record per attack."""
+    spec, log = args.spec, common.make_logger(args.log)
+    cfg, run, dev = spec["mimir"], spec["run"], common.device(spec)
+    if run.get("defense"):
+        raise ConfigError(f"attack-adaptive targets undefended classifiers; '{run['id']}' has a defense")
+    test_set = common.dataset(spec, "test")
+    x, y = first_examples(test_set, cfg.get("n_examples") or spec["evaluation"]["n_examples"])
+    k = num_classes(test_set)
+    model = common.load_classifier(spec, args.weights, k).to(dev)
+    x, y = x.to(dev), y.to(dev)
+    generator = torch.Generator(device=dev).manual_seed(spec["seed"])
+    torch.manual_seed(spec["seed"])
+    results = []
+    for entry_for, described in adaptive_entries(cfg):
+        res = evaluate_batched(model, x, y, entry_for, cfg["batch_size"], generator)
+        res["params"].update(described)
+        results.append(res)
+        log(f"{args.model_id} {res['evaluation']}: " + ", ".join(
+            f"eps={r['eps'] * 255:g}/255 acc={r['accuracy']:.3f}" for r in res["rows"]))
+    checks = sanity_checks(results, k, randomized=False)
+    _write(args, spec, results, checks, len(y), str(dev))
+    failed = [c["check"] for c in checks if c["passed"] is False]
+    log(f"wrote {len(results)} records; failed sanity checks: {', '.join(failed) or 'none'}")
+
+
+def _write(args: argparse.Namespace, spec: dict, results: list[dict], checks: list[dict], n: int, dev: str) -> None:
+    out, run = Path(args.out_dir), spec["run"]
+    shared = {"paper": run.get("papers", []), "scale_note": spec["scale_note"], "init": run.get("init"),
+              "method": run.get("method", {}).get("name"), "method_params": run.get("method", {}),
+              "pretraining": pretraining_label(spec.get("pretrain_objective")),
+              "pretrain_objective": spec.get("pretrain_objective"), "sanity_checks": checks}
+    for r in results:
+        write_record(out / f"{r['evaluation']}.json", make_record(
+            args.model_id, r["evaluation"], spec["profile"], r["rows"], n_examples=n, params=r["params"],
+            provenance=provenance(spec, spec["seed"], dev, r["wall_time_s"]), attack=r["attack"],
+            threat_model=r["threat_model"], **shared))
+    rows = [{"check": c["check"], "passed": c["passed"], "details": c.get("details", {})} for c in checks]
+    write_record(out / "sanity.json", make_record(
+        args.model_id, "sanity-adaptive", spec["profile"], rows, n_examples=n, params={},
+        provenance=provenance(spec, spec["seed"], dev, 0.0), **shared))

@@ -1,0 +1,91 @@
+"""Defenses as classifiers: each wraps a bare classifier so attacks see the whole defended model.
+
+``build_defense(settings, classifier, denoiser)`` returns ``(defended, randomized)``; the flag
+tells the evaluation to add EOT attacks and the EOT-vs-single-draw sanity check.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import Tensor, nn
+
+from robust_mim.errors import ConfigError
+from robust_mim.registry import Registry
+
+DEFENSES: Registry[Callable[..., tuple[nn.Module, bool]]] = Registry("defense")
+
+
+def build_defense(settings: dict[str, Any] | None, classifier: nn.Module,
+                  denoiser: nn.Module | None = None) -> tuple[nn.Module, bool]:
+    """``settings = {"name": ..., **kwargs}`` or None (no defense) → (defended model, randomized)."""
+    if not settings:
+        return classifier, False
+    kwargs = {k: v for k, v in settings.items() if k != "name"}
+    try:
+        return DEFENSES.get(settings["name"])(classifier, denoiser=denoiser, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"defense '{settings['name']}': {exc}") from None
+
+
+# ----------------------------------------------------------------------------- De³ (paper 1)
+
+
+class De3(nn.Module):
+    """De³ (You et al., NeurIPS 2023): add noise σ_test, denoise with the frozen NIM autoencoder, classify.
+
+    ``forward(x) = classifier(clamp(D(E(x + σ_test·n)), 0, 1))`` with a fresh n ~ N(0, I) on
+    every call, so the defense is randomized (attack it with EOT) and differentiable end to
+    end: attacks get gradients through the denoiser. With ``mask_ratio > 0`` the autoencoder
+    also masks that fraction of patches (the paper's MAE-baseline defense reconstructs masked
+    images); every patch of the reconstruction is used.
+
+    Args:
+        classifier: [N, 3, H, W] in [0, 1] -> logits [N, K] (with ``embed``/``head`` if present).
+        denoiser: a `MaskedAutoencoder` (frozen by the caller or by `build_defense`).
+        sigma: σ_test in pixel units (0: denoise the input as is).
+        mask_ratio: fraction of patches masked before reconstruction (0 for NIM).
+    """
+
+    def __init__(self, classifier: nn.Module, denoiser: nn.Module, sigma: float, mask_ratio: float = 0.0) -> None:
+        super().__init__()
+        self.classifier, self.denoiser = classifier, denoiser
+        self.sigma, self.mask_ratio = float(sigma), float(mask_ratio)
+
+    @property
+    def randomized(self) -> bool:
+        return self.sigma > 0 or self.mask_ratio > 0
+
+    def purify(self, x: Tensor) -> Tensor:
+        """[N, 3, H, W] in [0, 1] -> denoised reconstruction [N, 3, H, W] in [0, 1] (differentiable)."""
+        from robust_mim.objectives.mim import add_gaussian_noise
+
+        x_noisy = add_gaussian_noise(x, self.sigma) if self.sigma > 0 else x  # not clamped (as in NIM)
+        if self.mask_ratio == 0:
+            return self.denoiser.reconstruct(x_noisy)
+        latent, _, ids_restore = self.denoiser.forward_encoder(x_noisy, self.mask_ratio)
+        return self.denoiser.unpatchify(self.denoiser.forward_decoder(latent, ids_restore)).clamp(0, 1)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.classifier.head
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Pooled features of the denoised image [N, D] (``forward == head(embed)``)."""
+        return self.classifier.embed(self.purify(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.purify(x))  # [N, K]
+
+
+@DEFENSES.register("de3")
+def _de3(classifier: nn.Module, denoiser: nn.Module | None = None, *, sigma_255: float,
+         mask_ratio: float = 0.0) -> tuple[nn.Module, bool]:
+    """De³ with σ_test = ``sigma_255``/255 and the run's ``denoiser`` (frozen here)."""
+    if denoiser is None:
+        raise ConfigError("defense 'de3' needs a denoiser: set the run's `denoiser` to a pretraining run id")
+    if sigma_255 < 0 or not 0 <= mask_ratio < 1:
+        raise ConfigError(f"defense 'de3': sigma_255 must be >= 0 and mask_ratio in [0, 1), "
+                          f"got {sigma_255} and {mask_ratio}")
+    denoiser.eval().requires_grad_(False)
+    defended = De3(classifier, denoiser, sigma_255 / 255.0, mask_ratio)
+    return defended, defended.randomized

@@ -1,0 +1,135 @@
+"""NIM / De³ (You et al., NeurIPS 2023): classifiers trained and evaluated on denoised images.
+
+Noisy image modeling (NIM) pretrains a `MaskedAutoencoder` to map ``x + σ·n`` back to the
+clean ``x`` (`robust_mim.objectives.mim.nim_objective`, σ drawn per image). Its decoder is
+then a denoiser, and the paper's defense De³ (`robust_mim.defenses.De3`) classifies
+``denoise(x + σ_test·n)``. For the classifier to see images like those at test time, the
+paper fine-tunes it on *denoised* images: σ ~ U(0, 30)/255 per image, noise added, the frozen
+NIM autoencoder reconstructs, the classifier trains on the reconstruction (official
+``finetune.py``: ``--sigma_dist uniform --uniform_low 0 --uniform_high 30``).
+
+This module registers that method as FINETUNE ``"denoised"`` and holds the σ_test trade-off
+sweep (`sigma_tradeoff`) behind the paper's key figure.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robust_mim.errors import ConfigError
+from robust_mim.models.mim import MaskedAutoencoder
+from robust_mim.objectives import FINETUNE, Step, _check_aux
+from robust_mim.objectives.mim import SIGMA_SAMPLERS, add_gaussian_noise, sample_sigma
+
+# Fine-tuning noise of the reference code: σ·255 ~ U(0, 30).
+FINETUNE_SIGMA_HIGH_255 = 30.0
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put ``module`` in eval mode with no parameter gradients (a fixed preprocessing network)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+@torch.no_grad()
+def denoised_images(denoiser: MaskedAutoencoder, x: Tensor, sigma: Tensor | float) -> Tensor:
+    """Noise then denoise, without gradient: ``reconstruct(x + σ·n)`` in [0, 1].
+
+    Args:
+        denoiser: frozen (NIM-)pretrained autoencoder.
+        x: clean images [N, 3, H, W] in [0, 1].
+        sigma: noise level in pixel units, a float or per-image [N].
+
+    Returns:
+        denoised images [N, 3, H, W] in [0, 1], detached.
+    """
+    return denoiser.reconstruct(add_gaussian_noise(x, sigma)).detach()
+
+
+def denoised_step(model: nn.Module, x: Tensor, y: Tensor, denoiser: MaskedAutoencoder, sampler: str = "uniform",
+                  **sampler_args: float) -> tuple[Tensor, dict[str, float]]:
+    """One De³ fine-tuning step: cross-entropy of ``model`` on denoised noisy images.
+
+    σ is drawn per image (default σ·255 ~ U(0, 30)); the denoiser runs without gradient, so
+    the loss backpropagates into ``model`` only.
+
+    Args:
+        model: classifier [N, 3, H, W] in [0, 1] -> logits [N, K] (being trained).
+        x: clean images [N, 3, H, W] in [0, 1]; y: labels [N].
+        denoiser: frozen autoencoder (the run's ``denoiser``).
+    """
+    sigma = sample_sigma(x.shape[0], sampler, device=x.device, **sampler_args)  # [N]
+    x_den = denoised_images(denoiser, x, sigma)  # [N, 3, H, W]
+    logits = model(x_den)
+    loss = F.cross_entropy(logits, y)
+    return loss, {"acc": (logits.argmax(1) == y).float().mean().item(), "sigma_mean": sigma.mean().item()}
+
+
+@FINETUNE.register("denoised")
+def _denoised(denoiser: MaskedAutoencoder | None = None, sampler: str = "uniform",
+              high_255: float = FINETUNE_SIGMA_HIGH_255, **sampler_args: float) -> Step:
+    _check_aux("denoised", denoiser=denoiser)
+    if sampler not in SIGMA_SAMPLERS:
+        raise ConfigError(f"unknown sigma sampler '{sampler}' (known: {', '.join(SIGMA_SAMPLERS)})")
+    frozen = freeze(denoiser)
+    args = {"high_255": high_255, **sampler_args}
+    return lambda model, x, y: denoised_step(model, x, y, frozen, sampler, **args)
+
+
+# ----------------------------------------------------------------------------- σ_test sweep
+
+
+def pretraining_label(objective: dict[str, Any] | None) -> str:
+    """Table name of a pretraining objective: ``MAE``, ``NIM-gamma``, ``NIM-uniform``, ``NIM-fixed``, ..."""
+    if not objective:
+        return "none"
+    if objective["name"] == "nim":
+        return f"NIM-{objective.get('sampler', 'gamma')}"
+    return objective["name"].upper()
+
+
+
+def sigma_sweep_entry(eps: float, steps: int = 10, eot_samples: int = 8, batch_size: int = 256) -> dict[str, Any]:
+    """Suite entry (`robust_mim.evaluation`) of the sweep: clean (ε = 0) and L∞ PGD with EOT at ``eps``."""
+    return {"name": "pgd-linf-eot", "attack": "pgd", "threat_model": "white-box", "norm": "linf",
+            "eps": [0.0, float(eps)], "steps": steps, "restarts": 1, "eot_samples": eot_samples,
+            "batch_size": batch_size}
+
+
+def sigma_tradeoff(classifier: nn.Module, denoiser: MaskedAutoencoder, x: Tensor, y: Tensor,
+                   sigmas_255: list[float], eps: float, *, steps: int = 10, eot_samples: int = 8,
+                   batch_size: int = 256, generator: torch.Generator | None = None) -> list[dict[str, Any]]:
+    """The paper's σ_test trade-off: clean and PGD-EOT accuracy of De³ at every test-time noise level.
+
+    Each σ_test builds `De3` (noise σ_test → frozen denoiser → ``classifier``) and runs the
+    shared evaluation (`robust_mim.evaluation.run_suite`) with one entry: ε = 0 (clean) and
+    L∞ PGD at ``eps`` whose gradients average ``eot_samples`` draws of the noise (1 draw at
+    σ_test = 0, where De³ is deterministic). Accuracies are single forward draws per example.
+
+    Args:
+        classifier: [N, 3, H, W] in [0, 1] -> logits [N, K], in eval mode.
+        denoiser: frozen autoencoder of the De³ defense.
+        x: images [N, 3, H, W] in [0, 1]; y: labels [N].
+        sigmas_255: σ_test values in 1/255 units.
+        eps: L∞ radius of the attack in pixel units.
+
+    Returns:
+        one row per σ_test × ε: ``{"sigma_255", "sigma", "eot_samples", "eps", "accuracy",
+        "n_correct", "n_examples"}`` (ε = 0 rows are clean accuracy).
+    """
+    from robust_mim.defenses import De3
+    from robust_mim.evaluation import run_suite
+
+    rows = []
+    for s255 in sigmas_255:
+        defended = De3(classifier, denoiser, s255 / 255.0).eval()
+        k = eot_samples if defended.randomized else 1
+        entry = sigma_sweep_entry(eps, steps, k, batch_size)
+        (result,) = run_suite(defended, x, y, [entry], randomized=defended.randomized, generator=generator)
+        rows += [{"sigma_255": float(s255), "sigma": s255 / 255.0, "eot_samples": k, **r} for r in result["rows"]]
+    return rows

@@ -1,0 +1,1 @@
+# Leaderboard, claims table and HTML report.

@@ -1,0 +1,202 @@
+"""Evaluation suites, threat models and sanity checks (which must fail on a gradient-masking model)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robust_mim.errors import AttackInputError
+from robust_mim.evaluation import accuracy, default_suite, run_suite, sanity_checks, tolerance
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(digits16):
+    """A small CNN trained for a few seconds on 16x16 digits, and 200 test examples."""
+    (xtr, ytr), (xte, yte) = digits16[0].tensors, digits16[1].tensors
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(4):
+        for idx in torch.randperm(len(ytr)).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
+            opt.step()
+    return model.eval(), xte[:200], yte[:200]
+
+
+class Rounded(nn.Module):
+    """Planted gradient masking: non-differentiable input rounding (zero gradient) before the classifier."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 4) / 4)
+
+
+class NoisyInput(nn.Module):
+    def __init__(self, model, sigma):
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x):
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+def small_suite(**kw):
+    return default_suite([0, 4 / 255, 8 / 255], large_eps=64 / 255, steps=5, strong_steps_factor=2,
+                         strong_restarts=2, autoattack=False, square_queries=40, **kw)
+
+
+def by_name(checks):
+    return {c["check"]: c for c in checks}
+
+
+def test_normal_model_passes_sanity_checks(trained):
+    model, x, y = trained
+    results = run_suite(model, x, y, small_suite(has_surrogate=True), surrogates={"bare": model},
+                        generator=torch.Generator().manual_seed(0))
+    checks = by_name(sanity_checks(results, num_classes=10, randomized=False))
+    assert len(checks) == 5
+    for name in ("accuracy_non_increasing_in_eps", "large_eps_accuracy_at_chance",
+                 "more_steps_restarts_not_weaker", "white_box_strongest"):
+        assert checks[name]["passed"] is True, checks[name]
+    assert checks["eot_not_weaker_than_single_draw"]["passed"] is None
+    assert "deterministic" in checks["eot_not_weaker_than_single_draw"]["details"]["reason"]
+
+
+def test_gradient_masking_model_is_flagged(trained):
+    model, x, y = trained
+    masked = Rounded(model)
+    results = run_suite(masked, x, y, small_suite(has_surrogate=True), surrogates={"bare": model},
+                        generator=torch.Generator().manual_seed(0))
+    checks = by_name(sanity_checks(results, num_classes=10, randomized=False))
+    failed = [name for name, c in checks.items() if c["passed"] is False]
+    assert failed, checks
+    # the white-box PGD sees zero gradients: at 64/255 it stays far above chance
+    assert checks["large_eps_accuracy_at_chance"]["passed"] is False
+    assert checks["white_box_strongest"]["passed"] is False  # the bare-model transfer beats white-box
+
+
+def test_run_suite_result_structure(trained):
+    model, x, y = trained
+    suite = [{"name": "pgd-linf", "attack": "pgd", "threat_model": "white-box", "eps": [0, 8 / 255],
+              "steps": 3, "batch_size": 64}]
+    (res,) = run_suite(model, x[:100], y[:100], suite)
+    assert res["evaluation"] == "pgd-linf" and res["attack"] == "pgd" and res["threat_model"] == "white-box"
+    assert res["params"]["steps"] == 3 and res["params"]["norm"] == "linf" and res["params"]["loss"] == "ce"
+    assert res["params"]["restarts"] == 1 and res["params"]["batch_size"] == 64 and res["wall_time_s"] > 0
+    assert [r["eps"] for r in res["rows"]] == [0.0, 8 / 255]
+    assert all(r["n_examples"] == 100 and r["accuracy"] == r["n_correct"] / 100 for r in res["rows"])
+    assert res["rows"][0]["accuracy"] == pytest.approx(accuracy(model, x[:100], y[:100]))
+    assert res["rows"][1]["accuracy"] < res["rows"][0]["accuracy"]
+
+
+def test_autoattack_entry_merges_batches(trained):
+    model, x, y = trained
+    suite = [{"name": "aa", "attack": "autoattack-style", "threat_model": "white-box", "eps": [16 / 255],
+              "steps": 3, "n_target_classes": 1, "queries": 10, "batch_size": 20}]
+    (res,) = run_suite(model, x[:40], y[:40], suite, generator=torch.Generator().manual_seed(0))
+    row = res["rows"][0]
+    info = row["attack_info"]
+    assert info["attack"] == "APGD-CE + APGD-DLR-T + Square (ART)" and info["n_examples"] == 40
+    assert info["robust_accuracy"]["square"] == pytest.approx(row["accuracy"])
+    assert res["params"]["components"] == ["apgd-ce", "apgd-dlr-targeted", "square"]
+
+
+def test_randomized_model_is_reproducible_and_gets_eot_check(trained):
+    model, x, y = trained
+    noisy, x, y = NoisyInput(model, 0.2), x[:64], y[:64]
+    suite = [e for e in small_suite(randomized=True, eot_samples=4) if e["attack"] == "pgd"]
+    state = torch.get_rng_state()
+    first = run_suite(noisy, x, y, suite, randomized=True, generator=torch.Generator().manual_seed(3))
+    second = run_suite(noisy, x, y, suite, randomized=True, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG is left as it was
+    assert [r["rows"] for r in first] == [r["rows"] for r in second]
+    eot = by_name(sanity_checks(first, 10, randomized=True))["eot_not_weaker_than_single_draw"]
+    assert eot["passed"] is not None and eot["details"]["n_comparisons"] >= 2
+
+
+@pytest.mark.parametrize("entry,surrogates", [
+    ({"name": "a", "attack": "pgd", "threat_model": "grey", "eps": [0.1]}, {}),
+    ({"name": "a", "attack": "pgd", "threat_model": "gray-box", "eps": [0.1], "surrogate": "bare"}, {}),
+    ({"name": "a", "attack": "pgd", "threat_model": "black-box", "eps": [0.1]}, {}),
+    ({"name": "a", "attack": "pgd", "threat_model": "white-box", "eps": [0.1], "stepz": 3}, {}),
+    ({"name": "a", "attack": "nope", "threat_model": "white-box", "eps": [0.1]}, {}),
+    ({"name": "a", "attack": "pgd", "threat_model": "white-box", "eps": [-0.1]}, {}),
+    ({"name": "a", "attack": "pgd", "threat_model": "white-box"}, {}),
+])
+def test_bad_suite_entries_raise_before_running(trained, entry, surrogates):
+    model, x, y = trained
+    ok = {"name": "ok", "attack": "pgd", "threat_model": "white-box", "eps": [0.1], "steps": 10_000}
+    with pytest.raises(AttackInputError):  # raised at validation, before the slow first entry runs
+        run_suite(model, x, y, [ok, entry], surrogates=surrogates)
+
+
+def fake(name, accs, n=500, threat="white-box", **params):
+    eps = [0.0, 2 / 255, 4 / 255, 8 / 255, 64 / 255][:len(accs)]
+    full = {"norm": "linf", "steps": 10, "restarts": 1, "eot_samples": 1, **params}
+    return {"evaluation": name, "attack": "pgd", "threat_model": threat, "surrogate": None, "params": full,
+            "rows": [{"eps": e, "accuracy": a, "n_examples": n} for e, a in zip(eps, accs)]}
+
+
+def test_checks_fail_on_planted_result_patterns():
+    good = fake("pgd", [0.9, 0.6, 0.4, 0.2, 0.0])
+    rising = fake("pgd", [0.9, 0.6, 0.4, 0.6, 0.0])
+    checks = by_name(sanity_checks([rising], 10, False))
+    assert checks["accuracy_non_increasing_in_eps"]["passed"] is False
+    assert checks["accuracy_non_increasing_in_eps"]["details"]["n_failed"] == 1
+    assert by_name(sanity_checks([good], 10, False))["accuracy_non_increasing_in_eps"]["passed"] is True
+    stuck = fake("pgd", [0.9, 0.6, 0.4, 0.2, 0.35])
+    assert by_name(sanity_checks([stuck], 10, False))["large_eps_accuracy_at_chance"]["passed"] is False
+    strong_worse = fake("pgd-strong", [0.9, 0.7, 0.5, 0.3], steps=50, restarts=3)
+    assert by_name(sanity_checks([good, strong_worse], 10, False))["more_steps_restarts_not_weaker"]["passed"] is False
+    square = fake("square", [0.9, 0.4, 0.2, 0.1], threat="black-box")
+    assert by_name(sanity_checks([good, square], 10, False))["white_box_strongest"]["passed"] is False
+    eot_worse = fake("pgd-eot", [0.9, 0.7, 0.5, 0.3, 0.0], eot_samples=10)
+    assert by_name(sanity_checks([good, eot_worse], 10, True))["eot_not_weaker_than_single_draw"]["passed"] is False
+    eot_ok = fake("pgd-eot", [0.9, 0.55, 0.4, 0.2, 0.0], eot_samples=10)
+    assert by_name(sanity_checks([good, eot_ok], 10, True))["eot_not_weaker_than_single_draw"]["passed"] is True
+
+
+def test_checks_tolerate_noise_of_a_couple_of_examples():
+    n = 300
+    bump = 1 / n  # one example better at a larger eps: noise, not a failure
+    noisy = fake("pgd", [0.9, 0.6, 0.4, 0.4 + bump, 0.0], n=n)
+    check = by_name(sanity_checks([noisy], 10, False))["accuracy_non_increasing_in_eps"]
+    assert check["passed"] is True
+    assert check["details"]["comparisons"][2]["tolerance"] == pytest.approx(tolerance(0.4, n))
+    assert tolerance(0.4, n) > bump and tolerance(0.4, 4 * n) < tolerance(0.4, n)
+
+
+def test_absent_inputs_give_passed_none_with_reason():
+    checks = sanity_checks([fake("pgd", [0.9, 0.5])], 10, False)
+    assert len(checks) == 5
+    absent = {c["check"]: c for c in checks if c["passed"] is None}
+    assert set(absent) == {"large_eps_accuracy_at_chance", "more_steps_restarts_not_weaker",
+                           "white_box_strongest", "eot_not_weaker_than_single_draw"}
+    assert all(c["details"]["reason"] for c in absent.values())
+
+
+def test_default_suite_configures_entries():
+    plain = default_suite([0, 8 / 255], large_eps=64 / 255)
+    names = [e["name"] for e in plain]
+    assert names == ["pgd-linf", "pgd-linf-strong", "autoattack-style-linf", "square-linf"]
+    assert plain[0]["eps"][-1] == pytest.approx(64 / 255) and 64 / 255 not in plain[1]["eps"]
+    assert plain[1]["steps"] == 5 * plain[0]["steps"] and plain[1]["restarts"] > plain[0]["restarts"]
+    full = default_suite([0, 8 / 255], randomized=True, has_surrogate=True, transfer_surrogates=("resnet",),
+                         norm="l2", autoattack=False)
+    by = {e["name"]: e for e in full}
+    assert by["pgd-l2-eot"]["eot_samples"] > 1 and by["pgd-l2-gray-box"]["surrogate"] == "bare"
+    assert by["pgd-l2-transfer-resnet"]["threat_model"] == "transfer" and by["square-l2"]["norm"] == "l2"
+    assert len(set(by)) == len(full)

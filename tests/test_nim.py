@@ -1,0 +1,191 @@
+"""Paper 1 (NIM / De³): σ samplers, NIM denoising, the De³ defense, fine-tuning on denoised images."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from robust_mim.defenses import De3, build_defense
+from robust_mim.errors import ConfigError
+from robust_mim.models.classifier import ImageClassifier
+from robust_mim.models.mim import MaskedAutoencoder
+from robust_mim.models.vit import build_vit_encoder, vit_spec
+from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
+from robust_mim.objectives.mim import add_gaussian_noise, sample_sigma
+from robust_mim.objectives.nim import denoised_images, pretraining_label
+
+MEAN, STD = [0.5] * 3, [0.5] * 3
+N_DRAWS = 200_000
+
+
+def tiny_mae() -> MaskedAutoencoder:
+    return MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), MEAN, STD)
+
+
+def tiny_classifier(k: int = 10) -> ImageClassifier:
+    spec = vit_spec("vit_nano_patch4_16")
+    return ImageClassifier(build_vit_encoder(spec), spec.embed_dim, k, MEAN, STD)
+
+
+# ----------------------------------------------------------------------------- σ samplers
+
+
+@pytest.mark.parametrize("sampler, kwargs, mean_255, var_255", [
+    ("gamma", {}, 25 * 3, 25 * 3 ** 2),  # Gamma(k=25, θ=3): mean kθ, variance kθ²
+    ("uniform", {}, 150 / 2, 150 ** 2 / 12),  # U(0, 150)
+    ("uniform", {"high_255": 30.0}, 15, 30 ** 2 / 12),  # De³ fine-tuning noise U(0, 30)
+])
+def test_sigma_samplers_match_their_distribution_moments(sampler, kwargs, mean_255, var_255):
+    torch.manual_seed(0)
+    s = sample_sigma(N_DRAWS, sampler, **kwargs).double() * 255  # back to 1/255 units
+    mean, var = mean_255, var_255
+    assert abs(s.mean().item() - mean) < 5 * math.sqrt(var / N_DRAWS)  # 5 standard errors
+    assert s.var().item() == pytest.approx(var, rel=0.03)
+    assert s.min().item() >= 0
+
+
+def test_fixed_sigma_is_exact_and_constant():
+    s = sample_sigma(1000, "fixed", sigma_255=75.0)
+    assert s.unique().numel() == 1 and s[0].item() == pytest.approx(75 / 255, abs=1e-7)
+
+
+def test_unknown_sampler_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown sigma sampler"):
+        build_step(PRETRAIN, {"name": "nim", "sampler": "laplace"})
+
+
+# ----------------------------------------------------------------------------- NIM denoising
+
+
+def _heldout_denoising_mse(mae: MaskedAutoencoder, x: torch.Tensor, sigma: float) -> float:
+    gen = torch.Generator().manual_seed(123)
+    noisy = x + sigma * torch.randn(x.shape, generator=gen)
+    with torch.no_grad():
+        return ((mae.eval().reconstruct(noisy) - x) ** 2).mean().item()
+
+
+def test_nim_training_reduces_reconstruction_error_on_heldout_noisy_images(digits16):
+    torch.manual_seed(0)
+    (train, test), mae = digits16, tiny_mae()
+    x_test = test.tensors[0][:200]
+    before = _heldout_denoising_mse(mae, x_test, 75 / 255)
+    step = build_step(PRETRAIN, {"name": "nim", "sampler": "gamma"})
+    opt = torch.optim.AdamW(mae.parameters(), lr=3e-3)
+    x_train = train.tensors[0]
+    mae.train()
+    for i in range(150):
+        batch = x_train[torch.randint(0, len(x_train), (64,))]
+        loss, metrics = step(mae, batch, None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = _heldout_denoising_mse(mae, x_test, 75 / 255)
+    assert metrics["sigma_mean"] == pytest.approx(75 / 255, rel=0.15)  # σ per image ~ Γ(25, 3)/255
+    assert after < 0.5 * before, (before, after)
+
+
+# ----------------------------------------------------------------------------- De³
+
+
+def test_de3_is_differentiable_randomized_and_denoises_into_the_unit_box():
+    torch.manual_seed(0)
+    clf, mae = tiny_classifier().eval(), tiny_mae()
+    defended, randomized = build_defense({"name": "de3", "sigma_255": 50}, clf, mae)
+    assert isinstance(defended, De3) and randomized
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    logits = defended(x)
+    assert logits.shape == (6, 10)
+    (grad,) = torch.autograd.grad(logits.logsumexp(1).sum(), x)
+    assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
+    den = defended.purify(x.detach() * 3 - 1)  # even inputs far outside [0, 1]
+    assert den.min() >= 0 and den.max() <= 1
+    with torch.no_grad():
+        assert not torch.allclose(defended(x), defended(x))  # fresh noise each call
+
+
+def test_de3_without_noise_is_deterministic_and_equals_classify_of_reconstruction():
+    torch.manual_seed(0)
+    clf, mae = tiny_classifier().eval(), tiny_mae().eval()
+    defended, randomized = build_defense({"name": "de3", "sigma_255": 0}, clf, mae)
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        assert not randomized and torch.allclose(defended(x), defended(x), atol=1e-5)  # up to token-order float sums
+        assert torch.allclose(defended(x), clf(mae.reconstruct(x)))
+        assert torch.allclose(defended(x), defended.head(defended.embed(x)))  # forward == head(embed)
+
+
+def test_de3_noise_has_the_requested_scale():
+    mae = tiny_mae()
+    seen = {}
+    mae.reconstruct = lambda x_noisy: seen.setdefault("x", x_noisy).clamp(0, 1)  # record what is denoised
+    De3(tiny_classifier(), mae, sigma=0.2).eval()(torch.full((64, 3, 16, 16), 0.5))
+    assert (seen["x"] - 0.5).std().item() == pytest.approx(0.2, rel=0.05)
+
+
+def test_de3_needs_a_denoiser_and_a_sigma():
+    with pytest.raises(ConfigError, match="needs a denoiser"):
+        build_defense({"name": "de3", "sigma_255": 50}, tiny_classifier(), None)
+    with pytest.raises(ConfigError, match="sigma_255"):
+        build_defense({"name": "de3"}, tiny_classifier(), tiny_mae())
+
+
+# ----------------------------------------------------------------------------- denoised fine-tuning
+
+
+def test_denoised_step_backprops_only_into_the_classifier():
+    torch.manual_seed(0)
+    clf, mae = tiny_classifier(), tiny_mae()
+    mae_before = {k: v.clone() for k, v in mae.state_dict().items()}
+    step = build_step(FINETUNE, {"name": "denoised", "high_255": 30}, denoiser=mae)
+    opt = torch.optim.SGD(list(clf.parameters()) + list(mae.parameters()), lr=0.1)
+    x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    loss, metrics = step(clf, x, y)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in clf.head.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in mae.parameters())
+    opt.step()
+    assert all(torch.equal(v, mae.state_dict()[k]) for k, v in mae_before.items())
+    assert not mae.training and 0 <= metrics["sigma_mean"] <= 30 / 255
+
+
+class Spy(nn.Module):
+    """A classifier that remembers its last input."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.seen = model, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x
+        return self.model(x)
+
+
+def test_denoised_step_trains_on_the_denoisers_output():
+    torch.manual_seed(0)
+    mae, clf = tiny_mae(), Spy(tiny_classifier())
+    step = build_step(FINETUNE, {"name": "denoised"}, denoiser=mae)
+    x = torch.rand(5, 3, 16, 16)
+    torch.manual_seed(1)
+    step(clf, x, torch.zeros(5, dtype=torch.long))
+    torch.manual_seed(1)
+    sigma = sample_sigma(5, "uniform", high_255=30.0)  # the step's draws, replayed
+    assert torch.allclose(clf.seen, denoised_images(mae, x, sigma), atol=1e-6)
+    assert not torch.allclose(clf.seen, x, atol=1e-2)
+
+
+def test_denoised_method_requires_a_denoiser():
+    with pytest.raises(ConfigError, match="needs denoiser"):
+        build_step(FINETUNE, {"name": "denoised"})
+
+
+def test_add_gaussian_noise_uses_a_per_image_sigma():
+    torch.manual_seed(0)
+    x = torch.zeros(2, 3, 32, 32)
+    noisy = add_gaussian_noise(x, torch.tensor([0.0, 0.5]))
+    assert noisy[0].abs().max() == 0 and noisy[1].std().item() == pytest.approx(0.5, rel=0.1)
+
+
+def test_pretraining_label_names_the_sampler():
+    assert pretraining_label({"name": "nim", "sampler": "fixed", "sigma_255": 75}) == "NIM-fixed"
+    assert pretraining_label({"name": "mae", "mask_ratio": 0.75}) == "MAE"
+    assert pretraining_label(None) == "none"
