@@ -146,7 +146,10 @@ WORKLOADS = (
 )
 
 
-def _model_and_step(w: Workload, device: torch.device) -> tuple[nn.Module, Callable[[nn.Module, Tensor, Tensor], Tensor]]:
+LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+
+def _model_and_step(w: Workload, device: torch.device) -> tuple[nn.Module, LossFn]:
     """The workload's model on ``device`` and its loss function ``(model, x, y) -> loss``."""
     from robust_mim.models.classifier import ImageClassifier
     from robust_mim.models.mim import MaskedAutoencoder

@@ -190,7 +190,7 @@ def _clipped_zoom_matrix(size: int, factor: float) -> Tensor:
 
 
 def _clipped_zoom(x: Tensor, factor: float) -> Tensor:
-    """Zoom the centre of every image [N, C, H, W] by `factor` ≥ 1, keeping the size."""
+    """Zoom the centre of every image [N, C, H, W] by `factor` >= 1, keeping the size."""
     return _apply_axes(x, _clipped_zoom_matrix(x.shape[2], factor), _clipped_zoom_matrix(x.shape[3], factor))
 
 

@@ -94,8 +94,9 @@ def rank_device(ctx: DistContext, requested: str = "auto", gpus: int = 0) -> tup
     if requested == "cpu" or (requested == "auto" and not has_cuda):
         warning = None
         if gpus > 0:
-            warning = (f"gpus: {gpus} requested but {'device is cpu' if requested == 'cpu' else 'no CUDA GPU is visible'}; "
-                       f"training on the CPU with {ctx.world_size} process(es) (set gpus: 0 to silence this)")
+            why = "device is cpu" if requested == "cpu" else "no CUDA GPU is visible"
+            warning = (f"gpus: {gpus} requested but {why}; training on the CPU with {ctx.world_size} "
+                       "process(es) (set gpus: 0 to silence this)")
         return torch.device("cpu"), warning
     if ":" in requested and ctx.enabled:
         raise ConfigError(f"device '{requested}' pins every process to one GPU; use device: auto or cuda with gpus > 1")

@@ -39,6 +39,7 @@ from robust_mim.io import atomic_torch_save, atomic_write_text
 StepFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, dict[str, float]]]
 AUGMENTATIONS = ("none", "crop", "crop_flip")
 RANK_SEED_STRIDE = 1_000_003  # rank r draws its masks/noise from seed + r * stride (rank 0: the seed)
+BLOCK_INDEX = re.compile(r"(?:^|\.)blocks\.(\d+)\.")  # "backbone.blocks.3.attn.qkv.weight" -> 3
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,13 @@ def layer_id(name: str, num_blocks: int) -> int:
     """Depth of a ViT parameter for layer decay: embeddings 0, block i → i + 1, the rest (norm, head) last."""
     if name.endswith(("cls_token", "pos_embed", "mask_token")) or "patch_embed" in name:
         return 0
-    found = re.search(r"(?:^|\.)blocks\.(\d+)\.", name)
+    found = BLOCK_INDEX.search(name)
     return int(found.group(1)) + 1 if found else num_blocks + 1
 
 
 def _lr_scales(names: list[str], layer_decay: float) -> list[float]:
     """BEiT/MAE layer-wise decay: a parameter at depth d of D+1 gets lr · decay^(D+1-d)."""
-    ids = [int(m.group(1)) for m in (re.search(r"(?:^|\.)blocks\.(\d+)\.", n) for n in names) if m]
+    ids = [int(m.group(1)) for m in map(BLOCK_INDEX.search, names) if m]
     num_blocks = max(ids) + 1 if ids else 0
     return [layer_decay ** (num_blocks + 1 - layer_id(n, num_blocks)) for n in names]
 

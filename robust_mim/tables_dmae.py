@@ -67,10 +67,13 @@ def load_certifications(results_dir: str | Path, profile: str, n_samples: int | 
     if sigmas is not None:
         cert = cert[cert["sigma"].round(6).isin([round(float(s), 6) for s in sigmas])]
     if cert.empty:
-        available = sorted(df.loc[df["evaluation"] == "certify", "n"].unique())
+        have = df[df["evaluation"] == "certify"]
+        ns, ss = sorted({int(v) for v in have["n"]}), sorted({float(v) for v in have["sigma"]})
         raise RecordsMissing(f"no certification records with N = {n_samples} and sigma in {sigmas} (records have "
-                             f"N in {available}): set `dmae.n` / `dmae.sigmas` in config/{profile}.yaml and rerun")
+                             f"N in {ns}, sigma in {ss}): set `dmae.n` / `dmae.sigmas` in config/{profile}.yaml "
+                             "and rerun the pipeline")
     cert["within_max_radius"] = cert["within_max_radius"].astype(bool)
+    cert[["n0", "n", "n_images"]] = cert[["n0", "n", "n_images"]].astype(int)
     cert["family"] = [family_name(p, m) for p, m in zip(cert["pretrain_objective"], cert["method"])]
     return cert
 

@@ -114,8 +114,8 @@ def headline_table(df: pd.DataFrame, eps_255: float = 8.0) -> pd.DataFrame:
     table["strongest attack (min)"] = table[attacks].min(axis=1)
     table["n"] = df.groupby("model_id")["n_examples"].max()
     table["failed sanity checks"] = failed_checks(df)
-    order = {r: i for i, r in enumerate(ROLES)}
-    table = table.sort_values("pretraining", key=lambda s: models.loc[s.index, "pretraining"].map(order).fillna(9))
+    rank = {r: i for i, r in enumerate(ROLES)}
+    table = table.loc[sorted(table.index, key=lambda m: (rank.get(models.loc[m, "pretraining"], len(ROLES)), m))]
     return table.round(1)
 
 
@@ -287,6 +287,6 @@ def robust_accuracy_by_pretraining(table: pd.DataFrame, title: str = "") -> plt.
     ax.set_xlabel("")
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

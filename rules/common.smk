@@ -1,6 +1,7 @@
 # Configuration, validation and the small get_* helpers every rule file uses.
 import json
 import os
+import sys
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,22 @@ def load_profile(overrides):
 
 
 config.update(load_profile(dict(config)))
+
+
+def cap_cores_to_machine():
+    """`--cores 8` on a 2-core laptop would run 8 torch jobs on 2 cores; cap the local scheduler
+    at the machine's cores instead (cluster executors are unaffected)."""
+    machine = os.cpu_count() or 1
+    try:
+        requested = workflow.cores
+    except Exception:  # dry runs and cluster executors may leave cores unset
+        return
+    if getattr(workflow, "local_exec", True) and requested and requested > machine:
+        print(f"robust_mim: --cores {requested} exceeds this machine's {machine} cores; using {machine}", file=sys.stderr)
+        workflow.global_resources["_cores"] = machine
+
+
+cap_cores_to_machine()
 PROFILE = config["profile"]
 RES = f"results/{PROFILE}"
 FIG = f"figures/{PROFILE}"

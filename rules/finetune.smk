@@ -17,6 +17,7 @@ rule finetune_classifier:
         gpu=lambda wc: finetune_run(wc.model)["gpus"],
         runtime=lambda wc: finetune_run(wc.model)["runtime_min"],
         mem_mb=lambda wc: finetune_run(wc.model)["mem_mb"],
+        cpus_per_task=lambda wc: THREADS * max(1, finetune_run(wc.model)["gpus"]),
     conda:
         "../environment.yml"
     shell:

@@ -10,6 +10,12 @@ def mimir_init_objective(model):
     return pretrain_run(init)["objective"] if init else None
 
 
+def mimir_settings():
+    """Config `mimir` with n_examples resolved (null: the shared suite's evaluation.n_examples)."""
+    n = config["mimir"]["n_examples"] or config["evaluation"]["n_examples"]
+    return {**config["mimir"], "n_examples": n}
+
+
 def mimir_adaptive_records(model):
     return f"{RES}/records/{model}/mimir-adaptive"
 
@@ -37,8 +43,7 @@ rule attack_adaptive:
     params:
         spec=lambda wc: job_spec(
             run=finetune_run(wc.model),
-            evaluation=config["evaluation"],
-            mimir=config["mimir"],
+            mimir=mimir_settings(),
             pretrain_objective=mimir_init_objective(wc.model),
         ),
     threads: THREADS

@@ -4,13 +4,11 @@
 # rules. This file adds the σ_test trade-off, the paper's key figure, for every nim model with De³.
 
 
-def nim_de3_models(models):
-    """Models of paper nim whose defense is De³ (each gets a σ_test sweep)."""
-    return [m for m in models if (finetune_run(m).get("defense") or {}).get("name") == "de3"]
-
-
+# models of paper nim whose defense is De³: each gets a σ_test sweep (one record)
 NOTEBOOK_EXTRA_INPUTS["01_nim_de3"] = lambda models: [
-    f"{RES}/records/{m}/sigma_sweep/sigma_sweep.json" for m in nim_de3_models(models)
+    f"{RES}/records/{m}/sigma_sweep/sigma_sweep.json"
+    for m in models
+    if (finetune_run(m).get("defense") or {}).get("name") == "de3"
 ]
 
 

@@ -15,6 +15,7 @@ rule pretrain_mim:
         gpu=lambda wc: pretrain_run(wc.run)["gpus"],
         runtime=lambda wc: pretrain_run(wc.run)["runtime_min"],
         mem_mb=lambda wc: pretrain_run(wc.run)["mem_mb"],
+        cpus_per_task=lambda wc: THREADS * max(1, pretrain_run(wc.run)["gpus"]),
     conda:
         "../environment.yml"
     shell:

@@ -123,6 +123,18 @@ def test_callable_loss_is_maximized(trained):
     assert acc(model, helped, y) >= acc(model, x, y)
 
 
+def test_attack_leaves_parameters_and_outer_graph_intact(trained):
+    model, x, y = trained
+    frozen_before = [p.requires_grad for p in model.parameters()]
+    outer = F.cross_entropy(model(x[:16]), y[:16])  # a graph built before the attack
+    pgd(model, x[:16], y[:16], 8 / 255, steps=2)
+    assert [p.requires_grad for p in model.parameters()] == frozen_before
+    assert all(p.grad is None for p in model.parameters())
+    outer.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+
+
 def test_fgsm_in_ball_and_raises_loss(trained):
     model, x, y = trained
     x_adv = fgsm(model, x[:128], y[:128], 8 / 255)

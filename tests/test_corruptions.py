@@ -22,6 +22,15 @@ RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion
 NOT_MSE_MONOTONE = {"glass_blur", "frost", "elastic_transform"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def natural() -> torch.Tensor:
     """Four natural photographs shipped with scikit-image, centre-cropped to 32x32: [4, 3, 32, 32]."""

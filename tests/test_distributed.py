@@ -113,7 +113,10 @@ class _Indexed(Dataset):
         return torch.full((3, 2, 2), float(i)), i
 
 
-@pytest.mark.parametrize("dataset", [_Indexed(), TensorDataset(torch.arange(50.0)[:, None].expand(50, 12).reshape(50, 3, 2, 2), torch.arange(50))])
+IN_MEMORY = TensorDataset(torch.arange(50.0)[:, None].expand(50, 12).reshape(50, 3, 2, 2), torch.arange(50))
+
+
+@pytest.mark.parametrize("dataset", [_Indexed(), IN_MEMORY])
 def test_ranks_take_disjoint_shares_whose_union_is_the_single_process_batch(dataset):
     single = [set(y.tolist()) for _, y in shard_batches(dataset, 8, 3, 1, distributed.SINGLE_PROCESS)]
     shares = [[y.tolist() for _, y in shard_batches(dataset, 8, 3, 1, DistContext(rank=r, world_size=2))]
@@ -138,7 +141,8 @@ def test_cli_under_torchrun_env_rejects_an_indivisible_batch_before_waiting(tmp_
             "model": {"arch": "vit_nano_patch4_16"}, "run": {"id": "x", "batch_size": 100, "objective": {"name": "mae"}}}
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
-    code = main(["pretrain", "--spec", json.dumps(spec), "--out", str(tmp_path / "w"), "--run-dir", str(tmp_path)])
+    code = main(["pretrain", "--spec", json.dumps(spec), "--out", str(tmp_path / "w"), "--run-dir", str(tmp_path),
+                 "--threads", str(torch.get_num_threads())])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["robust_mim: error: batch_size 100 is not divisible by the world size 3 "
                                  "(one process per GPU): use a multiple of 3"]
@@ -151,6 +155,21 @@ def test_gpus_without_a_gpu_fall_back_to_the_cpu_with_a_warning_and_cuda_is_an_e
     assert rank_device(DistContext(), "auto", gpus=0) == (torch.device("cpu"), None)
     with pytest.raises(ConfigError, match="no CUDA GPU is available"):
         rank_device(DistContext(), "cuda", gpus=1)
+
+
+def test_cli_with_gpus_on_a_cpu_machine_trains_on_the_cpu_and_logs_one_warning(tmp_path, monkeypatch):
+    from robust_mim.cli import main
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    data = {"name": "digits", "root": "data", "image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3}
+    spec = {"profile": "test", "seed": 0, "device": "auto", "data": data, "model": {"arch": "vit_nano_patch4_16"},
+            "run": {"id": "x", "epochs": 1, "batch_size": 512, "blr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 0,
+                    "method": {"name": "standard"}}}
+    log = tmp_path / "log.txt"
+    code = main(["finetune", "--spec", json.dumps(spec), "--out", str(tmp_path / "w.safetensors"), "--run-dir",
+                 str(tmp_path), "--gpus", "2", "--log-file", str(log), "--threads", str(torch.get_num_threads())])
+    lines = log.read_text().splitlines()
+    assert code == 0 and (tmp_path / "w.safetensors").exists()
+    assert sum("warning: gpus: 2 requested but no CUDA GPU is visible" in s for s in lines) == 1
 
 
 def test_torchrun_environment_is_parsed_and_checked():

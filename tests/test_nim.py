@@ -18,6 +18,15 @@ MEAN, STD = [0.5] * 3, [0.5] * 3
 N_DRAWS = 200_000
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the training test (tiny matrices: extra threads only spin on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_mae() -> MaskedAutoencoder:
     return MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), MEAN, STD)
 
@@ -32,6 +41,8 @@ def tiny_classifier(k: int = 10) -> ImageClassifier:
 
 @pytest.mark.parametrize("sampler, kwargs, mean_255, var_255", [
     ("gamma", {}, 25 * 3, 25 * 3 ** 2),  # Gamma(k=25, θ=3): mean kθ, variance kθ²
+    ("gamma", {"concentration": 25, "scale_255": 3}, 75, 225),  # integers, as YAML gives them
+    ("gamma", {"concentration": 40, "scale_255": 2}, 80, 160),
     ("uniform", {}, 150 / 2, 150 ** 2 / 12),  # U(0, 150)
     ("uniform", {"high_255": 30.0}, 15, 30 ** 2 / 12),  # De³ fine-tuning noise U(0, 30)
 ])
@@ -64,7 +75,7 @@ def _heldout_denoising_mse(mae: MaskedAutoencoder, x: torch.Tensor, sigma: float
         return ((mae.eval().reconstruct(noisy) - x) ** 2).mean().item()
 
 
-def test_nim_training_reduces_reconstruction_error_on_heldout_noisy_images(digits16):
+def test_nim_training_reduces_reconstruction_error_on_heldout_noisy_images(digits16, one_thread):
     torch.manual_seed(0)
     (train, test), mae = digits16, tiny_mae()
     x_test = test.tensors[0][:200]
@@ -81,7 +92,10 @@ def test_nim_training_reduces_reconstruction_error_on_heldout_noisy_images(digit
         opt.step()
     after = _heldout_denoising_mse(mae, x_test, 75 / 255)
     assert metrics["sigma_mean"] == pytest.approx(75 / 255, rel=0.15)  # σ per image ~ Γ(25, 3)/255
+    gen = torch.Generator().manual_seed(123)
+    identity = ((x_test + 75 / 255 * torch.randn(x_test.shape, generator=gen)).clamp(0, 1) - x_test).pow(2).mean()
     assert after < 0.5 * before, (before, after)
+    assert after < 0.5 * identity.item(), (after, identity)  # it denoises: better than keeping the noisy image
 
 
 # ----------------------------------------------------------------------------- De³
@@ -189,3 +203,86 @@ def test_pretraining_label_names_the_sampler():
     assert pretraining_label({"name": "nim", "sampler": "fixed", "sigma_255": 75}) == "NIM-fixed"
     assert pretraining_label({"name": "mae", "mask_ratio": 0.75}) == "MAE"
     assert pretraining_label(None) == "none"
+
+
+# ----------------------------------------------------------------------------- tables and claims (from records)
+
+
+def _write(root, model, evaluation, rows, *, threat="white-box", defense=None, init="nim-gamma", extra=None, n=100):
+    from robust_mim.records import make_record, write_record
+
+    prov = {"git_commit": "x", "config_hash": "x", "seed": 0, "versions": {}, "device": "cpu", "wall_time_s": 0.0,
+            "date": "today"}
+    folder = "sigma_sweep" if evaluation == "sigma-sweep" else "robustness"
+    rec = make_record(model, evaluation, "unit", rows, n_examples=n, params={}, provenance=prov, paper=["nim"],
+                      threat_model=threat, defense=defense, init=init, scale_note="unit test", sanity_checks=[],
+                      **(extra or {}))
+    write_record(root / "records" / model / folder / f"{evaluation}.json", rec)
+
+
+def _suite(root, model, clean, robust, *, defense=None, init="nim-gamma"):
+    """Records of the shared suite with the given clean and robust accuracy (4/255 and 8/255)."""
+    rows = [{"eps": 0.0, "accuracy": clean, "n_examples": 100}] + \
+        [{"eps": e / 255, "accuracy": robust, "n_examples": 100} for e in (4, 8)]
+    for ev in ("pgd-linf", "fgsm-linf"):
+        _write(root, model, ev, rows, defense=defense, init=init)
+    if defense:
+        _write(root, model, "pgd-linf-eot", rows, defense=defense, init=init)
+
+
+def _sweep(root, model, pretraining, curve, init):
+    rows = [r for s, c, a in curve for r in ({"sigma_255": s, "eps": 0.0, "accuracy": c, "n_examples": 100},
+                                              {"sigma_255": s, "eps": 8 / 255, "accuracy": a, "n_examples": 100})]
+    _write(root, model, "sigma-sweep", rows, defense={"name": "de3", "sigma_255": 50}, init=init,
+           extra={"denoiser": init, "pretraining": pretraining})
+
+
+def _load(root):
+    from robust_mim import tables_nim as tn
+
+    df, models = tn.load_nim(root, "unit")
+    table = tn.robustness_table(df, models)
+    return tn, table, tn.sweep_table(df)
+
+
+def test_tables_and_claims_follow_the_records(tmp_path):
+    de3 = {"name": "de3", "sigma_255": 50}
+    _suite(tmp_path, "nim-gamma-ft", 0.95, 0.02)
+    _suite(tmp_path, "nim-gamma-de3", 0.90, 0.60, defense=de3)
+    _suite(tmp_path, "mae-de3", 0.85, 0.10, defense=de3, init="mae")
+    _sweep(tmp_path, "nim-gamma-de3", "NIM-gamma", [(0, 0.97, 0.05), (25, 0.93, 0.50), (50, 0.80, 0.62)], "nim-gamma")
+    _sweep(tmp_path, "nim-fixed-de3", "NIM-fixed", [(0, 0.60, 0.02), (25, 0.60, 0.10), (50, 0.70, 0.30)], "nim-fixed")
+    _sweep(tmp_path, "mae-de3", "MAE", [(0, 0.9, 0.0), (50, 0.5, 0.1)], "mae")
+    tn, table, sweep = _load(tmp_path)
+    assert table.loc["nim-gamma-de3", "PGD-EOT 8/255"] == 60.0 and table.loc["nim-gamma-de3", "pretraining"] == "NIM-gamma"
+    assert table.loc["nim-gamma-ft", "defense"] == "plain" and pd_isna(table.loc["nim-gamma-ft", "PGD-EOT 8/255"])
+    assert table.loc["mae-de3", "clean"] == 85.0 and table.loc["mae-de3", "pretraining"] == "MAE"
+    verdicts = tn.claims(table, sweep, 8).set_index("claim")["verdict"]
+    assert verdicts.str.startswith("reproduced").all(), verdicts.to_dict()
+
+
+def test_claims_are_not_reproduced_when_the_records_say_otherwise(tmp_path):
+    de3 = {"name": "de3", "sigma_255": 50}
+    _suite(tmp_path, "nim-gamma-ft", 0.95, 0.30)
+    _suite(tmp_path, "nim-gamma-de3", 0.90, 0.31, defense=de3)  # within noise of plain
+    _suite(tmp_path, "mae-de3", 0.85, 0.50, defense=de3, init="mae")
+    _sweep(tmp_path, "nim-gamma-de3", "NIM-gamma", [(0, 0.9, 0.3), (50, 0.9, 0.3)], "nim-gamma")
+    _sweep(tmp_path, "mae-de3", "MAE", [(0, 0.9, 0.3), (50, 0.9, 0.5)], "mae")
+    tn, table, sweep = _load(tmp_path)
+    verdicts = tn.claims(table, sweep, 8).set_index("claim")["verdict"]
+    assert verdicts["de3_beats_plain"].startswith("not reproduced")
+    assert verdicts["nim_beats_mae"].startswith("not reproduced")
+    assert verdicts["sigma_tradeoff"].startswith("not reproduced")
+    assert verdicts["gamma_beats_fixed"] == "not yet run"  # no NIM-fixed sweep
+
+
+def test_load_nim_names_the_snakemake_target_when_records_are_missing(tmp_path):
+    from robust_mim import tables_nim as tn
+    from robust_mim.report import RecordsMissing
+
+    with pytest.raises(RecordsMissing, match="01_nim_de3"):
+        tn.load_nim(tmp_path, "unit")
+
+
+def pd_isna(value) -> bool:
+    return value != value  # NaN

@@ -14,6 +14,15 @@ from robust_mim.objectives import FINETUNE, build_step
 from robust_mim.objectives.dat import dat_loss, dat_perturbation
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
     """128 sklearn digits as tinted RGB 16x16 images in [0, 1] and their labels."""

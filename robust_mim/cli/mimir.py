@@ -97,7 +97,7 @@ def attack_adaptive(args: argparse.Namespace) -> None:
     if run.get("defense"):
         raise ConfigError(f"attack-adaptive targets undefended classifiers; '{run['id']}' has a defense")
     test_set = common.dataset(spec, "test")
-    x, y = first_examples(test_set, cfg.get("n_examples") or spec["evaluation"]["n_examples"])
+    x, y = first_examples(test_set, cfg["n_examples"])
     k = num_classes(test_set)
     model = common.load_classifier(spec, args.weights, k).to(dev)
     x, y = x.to(dev), y.to(dev)

@@ -84,7 +84,10 @@ class VQAutoencoder(nn.Module):
                               f"got {tuple(x.shape)}")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x [N, 3, H, W] in [0, 1] -> (z_q [N, D, h, w], indices [N, h, w], commitment loss ‖z_e − sg(z_q)‖²)."""
+        """x [N, 3, H, W] in [0, 1] -> (z_q [N, D, h, w], indices [N, h, w], commit).
+
+        commit is the (unweighted) commitment loss mean ‖z_e − sg(z_q)‖².
+        """
         self._check(x)
         z_e = self.encoder(x * 2 - 1)  # [N, D, h, w]; inputs centred inside the model
         z_q, indices, _ = self.quantizer(z_e)  # z_q: codebook vectors, gradient passed to z_e
@@ -105,7 +108,10 @@ class VQAutoencoder(nn.Module):
         return self.decode(z_q), indices, commit
 
     def quantize_image(self, x: Tensor) -> Tensor:
-        """Q(x) of the DAT paper: encode, snap to the codebook, decode. [N, 3, H, W] -> same."""
+        """Q(x) of the DAT paper: encode, snap to the codebook, decode. [N, 3, H, W] -> same.
+
+        In training mode a forward pass also moves the EMA codebook; use eval mode for a fixed Q.
+        """
         return self(x)[0]
 
     def quantize_image_st(self, x: Tensor) -> Tensor:

@@ -48,7 +48,7 @@ def dat_perturbation(model: nn.Module, x_hat: Tensor, y: Tensor, eps: float = DA
     """
     ball, x0 = ThreatBall(float(eps), "l2"), x_hat.detach()
     start = ball.random_start(x0, generator) if random_start else x0
-    start = start.requires_grad_(True)
+    start = start.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(F.cross_entropy(model(start), y), start)
     x_adv = ball.project(start.detach() + ball.ascent(grad, eps), x0)

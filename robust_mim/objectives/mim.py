@@ -26,7 +26,7 @@ def sample_sigma(n: int, sampler: str, *, concentration: float = 25.0, scale_255
     Draws use torch's global RNG, which the engine seeds and checkpoints.
     """
     if sampler == "gamma":
-        sigma = torch.distributions.Gamma(torch.tensor(concentration), torch.tensor(1.0 / scale_255)).sample((n,))
+        sigma = torch.distributions.Gamma(torch.tensor(float(concentration)), torch.tensor(1.0 / scale_255)).sample((n,))
     elif sampler == "uniform":
         sigma = torch.rand(n) * high_255
     elif sampler == "fixed":

@@ -42,12 +42,32 @@ def hsic_estimator(name: str) -> HSICFn:
     return HSIC_ESTIMATORS[name]
 
 
+def mimir_adversarial_example(mae: MaskedAutoencoder, x: Tensor, eps: float = 8 / 255, step_size: float = 10 / 255,
+                              attack_steps: int = 1, mask_ratio: float = 0.75) -> Tensor:
+    """MIMIR's pretraining attack on ``mae``: x′ ascending the MAE loss of reconstructing the clean x.
+
+    Each loss evaluation draws a fresh random mask (torch's global RNG); random start in the
+    ε-ball; parameter gradients are not touched.
+
+    Args:
+        mae: the masked autoencoder (its mode is left as is).
+        x: clean images [N, 3, H, W] in [0, 1].
+
+    Returns:
+        Detached x′ [N, 3, H, W] in [0, 1] with ‖x′ − x‖∞ ≤ ε.
+    """
+    def mae_loss_of_input(x_in: Tensor) -> Tensor:
+        return mae(x_in, x, mask_ratio=mask_ratio, loss_on="masked")[0]  # fresh mask, clean target
+
+    return mimir_adversarial_input(mae_loss_of_input, x, eps, step_size, random_start=True, steps=attack_steps)
+
+
 def mimir_objective(mae: MaskedAutoencoder, x: Tensor, *, eps: float = 8 / 255, step_size: float = 10 / 255,
                     attack_steps: int = 1, mask_ratio: float = 0.75, lam: float = 1e-5,
                     sigma: float | None = OFFICIAL_SIGMA, hsic: str = "cca") -> tuple[Tensor, dict[str, float]]:
-    """MIMIR: L_MAE(x′ → x) + λ · HSIC(z(x′), x′), with x′ from `mimir_adversarial_input`.
+    """MIMIR: L_MAE(x′ → x) + λ · HSIC(z(x′), x′), with x′ from `mimir_adversarial_example`.
 
-    Each call of the attack's closure and the final forward draw fresh random masks (torch's
+    The attack's loss evaluations and the final forward each draw a fresh random mask (torch's
     global RNG, which the engine seeds and checkpoints); the target is always the clean x.
 
     Args:
@@ -64,10 +84,7 @@ def mimir_objective(mae: MaskedAutoencoder, x: Tensor, *, eps: float = 8 / 255, 
         (loss, {"recon", "hsic" (the penalty's estimator), "hsic_bounded" (nHSIC ∈ [0, 1]),
         "total"}).
     """
-    def mae_loss_of_input(x_in: Tensor) -> Tensor:
-        return mae(x_in, x, mask_ratio=mask_ratio, loss_on="masked")[0]  # fresh mask, clean target
-
-    x_adv = mimir_adversarial_input(mae_loss_of_input, x, eps, step_size, random_start=True, steps=attack_steps)
+    x_adv = mimir_adversarial_example(mae, x, eps, step_size, attack_steps, mask_ratio)
     recon, _, _, latent = mae(x_adv, x, mask_ratio=mask_ratio, loss_on="masked")  # latent [N, 1+L_keep, D]
     total, parts = mimir_loss(recon, latent, x_adv, lam, sigma=sigma, hsic_fn=hsic_estimator(hsic))
     if hsic != "normalized":
