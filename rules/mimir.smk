@@ -3,32 +3,20 @@
 # `mimir`) besides the shared attack_eval; notebook 02 also reads the pretraining runs' metrics.jsonl
 # (per-epoch reconstruction and HSIC terms) of the encoders those models start from.
 
-
-def mimir_init_objective(model):
-    """Objective of the pretraining run a model's encoder starts from (None: from scratch)."""
-    init = finetune_run(model).get("init")
-    return pretrain_run(init)["objective"] if init else None
-
-
-def mimir_settings():
-    """Config `mimir` with n_examples resolved (null: the shared suite's evaluation.n_examples)."""
-    n = config["mimir"]["n_examples"] or config["evaluation"]["n_examples"]
-    return {**config["mimir"], "n_examples": n}
-
-
-def mimir_adaptive_records(model):
-    return f"{RES}/records/{model}/mimir-adaptive"
-
-
-def mimir_pretrain_metrics(models):
-    """metrics.jsonl of every pretraining run the given models are initialised from."""
-    runs = sorted({finetune_run(m)["init"] for m in models if finetune_run(m).get("init")})
-    return [f"{RES}/pretrain/{r}/metrics.jsonl" for r in runs]
-
-
-NOTEBOOK_EXTRA_INPUTS["02_mimir"] = lambda models: [mimir_adaptive_records(m) for m in models] + mimir_pretrain_metrics(
-    models
+# objective of the pretraining run a model's encoder starts from (None: from scratch)
+MIMIR_INIT_OBJECTIVE = lambda model: (
+    pretrain_run(finetune_run(model)["init"])["objective"] if finetune_run(model).get("init") else None
 )
+# config `mimir` with n_examples resolved (null: the shared suite's evaluation.n_examples, the same images)
+MIMIR_SETTINGS = {
+    **config["mimir"],
+    "n_examples": config["mimir"]["n_examples"] or config["evaluation"]["n_examples"],
+}
+# notebook 02: every model's adaptive records + metrics.jsonl of the pretraining runs the models start from
+NOTEBOOK_EXTRA_INPUTS["02_mimir"] = lambda models: [f"{RES}/records/{m}/mimir-adaptive" for m in models] + [
+    f"{RES}/pretrain/{r}/metrics.jsonl"
+    for r in sorted({finetune_run(m)["init"] for m in models if finetune_run(m).get("init")})
+]
 
 
 rule attack_adaptive:
@@ -42,9 +30,7 @@ rule attack_adaptive:
         f"{RES}/benchmarks/attack_adaptive/{{model}}.tsv"
     params:
         spec=lambda wc: job_spec(
-            run=finetune_run(wc.model),
-            mimir=mimir_settings(),
-            pretrain_objective=mimir_init_objective(wc.model),
+            run=finetune_run(wc.model), mimir=MIMIR_SETTINGS, pretrain_objective=MIMIR_INIT_OBJECTIVE(wc.model)
         ),
     threads: THREADS
     resources:

@@ -125,6 +125,7 @@ def test_callable_loss_is_maximized(trained):
 
 def test_attack_leaves_parameters_and_outer_graph_intact(trained):
     model, x, y = trained
+    model.zero_grad(set_to_none=True)
     frozen_before = [p.requires_grad for p in model.parameters()]
     outer = F.cross_entropy(model(x[:16]), y[:16])  # a graph built before the attack
     pgd(model, x[:16], y[:16], 8 / 255, steps=2)

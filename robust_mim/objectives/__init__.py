@@ -54,8 +54,9 @@ def _dmae(sigma: float = 0.25, mask_ratio: float = 0.75) -> Step:
 def cross_entropy_step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
     """Standard training: cross-entropy on clean images; reports batch accuracy."""
     logits = model(x)
-    loss = F.cross_entropy(logits, y)
-    return loss, {"acc": (logits.argmax(1) == y).float().mean().item()}
+    loss = F.cross_entropy(logits, y)  # y: labels [N] or soft targets [N, K] (MixUp/CutMix)
+    labels = y.argmax(1) if y.ndim == 2 else y
+    return loss, {"acc": (logits.argmax(1) == labels).float().mean().item()}
 
 
 @FINETUNE.register("standard")
