@@ -98,7 +98,8 @@ def _row(name: str, ours: str = "", baseline: str = "", ratio: float | None = No
 def _engine_rows(r: dict) -> list[dict]:
     return [_row(f"engine/{run['model']}", f"{run['results']['engine.train_one_epoch']['images_per_s']:.0f} img/s",
                  f"{run['results']['plain']['images_per_s']:.0f} img/s", run["ratio"], ">= 0.95",
-                 f"fit() incl. checkpoint: {run['ratio_fit']:.2f}") for run in r["runs"]]
+                 f"pairs {run['paired_ratios']['min']:.2f}-{run['paired_ratios']['max']:.2f}; "
+                 f"fit() incl. checkpoint {run['ratio_fit']:.2f}") for run in r["runs"]]
 
 
 def _mae_rows(r: dict) -> list[dict]:

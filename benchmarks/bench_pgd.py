@@ -4,10 +4,11 @@ Both attack the same model and batch with the same L∞ budget (ε = 8/255, step
 one random start). ART's attack object and classifier are built outside the timed region, so
 only ``generate`` (numpy in/out, as ART works) is timed. Our PGD takes gradients w.r.t. the
 input only (``torch.autograd.grad``), while ART calls ``loss.backward()``, which also computes
-every parameter gradient. Each attack is warmed up once and timed ``--repeats`` times; the median is reported, with the
-robust accuracy each attack reaches (labels are the model's own predictions, so clean accuracy
-is 100%) to show they do the same work. Besides wall-clock throughput the process CPU time is
-recorded, which is steadier when the machine is shared.
+every parameter gradient. Each attack is warmed up once, then the two alternate for
+``--repeats`` rounds; the median is reported, with the robust accuracy each attack reaches
+(labels are the model's own predictions, so clean accuracy is 100%) to show they do the same
+work. Besides wall-clock throughput the process CPU time is recorded, which is steadier when
+the machine is shared. The random-weight model's batch-norm statistics are set from the batch.
 
     python benchmarks/bench_pgd.py --out benchmarks/results/pgd.json [--device cuda] [--model vit]
 """
@@ -82,15 +83,23 @@ def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, 
     return time.perf_counter() - start, time.process_time() - cpu, out
 
 
-def measure(fn: Callable[[], torch.Tensor], model: nn.Module, y: torch.Tensor, repeats: int,
-            device: torch.device) -> dict:
-    """Warm up once, then time ``repeats`` calls: medians, throughput and the robust accuracy reached."""
-    fn()  # warm-up: allocations, cuDNN autotuning, lazy imports
-    runs = [timed(fn, device) for _ in range(repeats)]
-    wall, cpu = [r[0] for r in runs], [r[1] for r in runs]
-    robust = (predict_labels(model, runs[-1][2]) == y).float().mean().item()
-    return {"median_s": statistics.median(wall), "runs_s": wall, "median_cpu_s": statistics.median(cpu),
-            "examples_per_s": y.shape[0] / statistics.median(wall), "robust_accuracy": robust}
+def measure(attacks: dict[str, Callable[[], torch.Tensor]], model: nn.Module, y: torch.Tensor, repeats: int,
+            device: torch.device) -> dict[str, dict]:
+    """Warm each attack up once, then time ``repeats`` rounds, alternating the attacks within a round
+    (so a change in machine load hits both): medians, throughput and the robust accuracy reached."""
+    for fn in attacks.values():
+        fn()  # warm-up: allocations, cuDNN autotuning, lazy imports
+    runs: dict[str, list] = {name: [] for name in attacks}
+    for _ in range(repeats):
+        for name, fn in attacks.items():
+            runs[name].append(timed(fn, device))
+    rows = {}
+    for name, timings in runs.items():
+        wall, cpu = [r[0] for r in timings], [r[1] for r in timings]
+        rows[name] = {"median_s": statistics.median(wall), "runs_s": wall, "median_cpu_s": statistics.median(cpu),
+                      "examples_per_s": y.shape[0] / statistics.median(wall),
+                      "robust_accuracy": (predict_labels(model, timings[-1][2]) == y).float().mean().item()}
+    return rows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = calibrate_batchnorm(MODELS[args.model]().to(device), x)
     y = predict_labels(model, x)  # clean accuracy 100% by construction
     attacks = make_attacks(args, model, x, y)
-    rows = {name: measure(fn, model, y, args.repeats, device) for name, fn in attacks.items()}
+    rows = measure(attacks, model, y, args.repeats, device)
     ours, art = rows["robust_mim.attacks.pgd"], rows["ART ProjectedGradientDescentPyTorch"]
     result = {
         "benchmark": "pgd_throughput", "model": args.model, "batch_size": args.batch_size, "steps": args.steps,

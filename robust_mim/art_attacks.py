@@ -227,10 +227,10 @@ def _component(name: str, k: int) -> tuple[str, str | None]:
     """(component actually run, note) — APGD-DLR-T falls back to untargeted APGD-DLR when K < 4."""
     if name not in COMPONENT_NAMES:
         raise AttackInputError(f"unknown ensemble component {name!r} (known: {', '.join(COMPONENT_NAMES)})")
+    if name in ("apgd-dlr", "apgd-dlr-targeted") and k < 3:
+        return "apgd-ce", f"{COMPONENT_NAMES[name]} needs >= 3 classes (model has {k}): ran APGD-CE instead"
     if name == "apgd-dlr-targeted" and k < 4:
         return "apgd-dlr", f"APGD-DLR-T needs >= 4 classes (model has {k}): ran untargeted APGD-DLR instead"
-    if name in ("apgd-dlr", "apgd-dlr-targeted") and k < 3:
-        return "apgd-ce", f"APGD-DLR needs >= 3 classes (model has {k}): ran APGD-CE instead"
     return name, None
 
 

@@ -89,3 +89,45 @@ def _de3(classifier: nn.Module, denoiser: nn.Module | None = None, *, sigma_255:
     denoiser.eval().requires_grad_(False)
     defended = De3(classifier, denoiser, sigma_255 / 255.0, mask_ratio)
     return defended, defended.randomized
+
+
+# ----------------------------------------------------------------------------- test-time quantization (paper 5)
+
+
+class QuantizedInput(nn.Module):
+    """classifier(Q(x)): quantize the input with a frozen VQ autoencoder (DAT's Q), then classify.
+
+    Q is not differentiable (nearest-code lookup), so the forward pass runs it through
+    `robust_mim.attacks.BPDA`: Q(x) forward, identity backward; white-box attacks thus see the
+    whole defended model. Deterministic (not randomized).
+
+    Args:
+        classifier: [N, 3, H, W] in [0, 1] -> logits [N, K] (with ``embed``/``head`` if present).
+        vq: a `robust_mim.models.vq.VQAutoencoder` with ``quantize_image``.
+    """
+
+    def __init__(self, classifier: nn.Module, vq: nn.Module) -> None:
+        super().__init__()
+        from robust_mim.attacks import BPDA
+
+        self.classifier, self.vq = classifier, vq.eval().requires_grad_(False)
+        self.quantize = BPDA(vq.quantize_image)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.classifier.head
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Pooled features of Q(x) [N, D]."""
+        return self.classifier.embed(self.quantize(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.quantize(x))  # [N, K]
+
+
+@DEFENSES.register("vq")
+def _vq_input(classifier: nn.Module, denoiser: nn.Module | None = None) -> tuple[nn.Module, bool]:
+    """Test-time quantization x -> Q(x) (paper 5); ``denoiser`` is the run's VQ autoencoder (its `vq`)."""
+    if denoiser is None or not hasattr(denoiser, "quantize_image"):
+        raise ConfigError("defense 'vq' needs a VQ autoencoder: set the run's `vq` to a dat.vq run id")
+    return QuantizedInput(classifier, denoiser), False

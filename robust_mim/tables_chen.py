@@ -117,9 +117,12 @@ def cell_status(df: pd.DataFrame) -> pd.DataFrame:
     for row in rows:
         model = run.get((row["task"], row["pretraining"], row["finetuning"], "single"))
         row["status"] = f"run ({model})" if model else "not run in this profile"
-    rows += [{"task": r.task, "pretraining": r.pretraining, "finetuning": r.finetuning,
-              "status": f"run ({r.model_id}, {r.kind})"} for r in have.itertuples()
+    rows += [{"task": "ensemble" if r.kind == "ensemble" else r.task, "pretraining": r.pretraining,
+              "finetuning": r.finetuning, "status": f"run ({r.model_id}: {r.members})" if r.kind == "ensemble"
+              else f"run ({r.model_id})"} for r in have.itertuples()
              if r.kind != "single" or r.task not in ("none", *PAPER_TASKS)]
+    if not (have["kind"] == "ensemble").any() if not have.empty else True:
+        rows.append({"task": "ensemble", "pretraining": "P3", "finetuning": "F4", "status": "not run in this profile"})
     return pd.DataFrame(rows)
 
 
@@ -169,10 +172,11 @@ def _cell(have: pd.DataFrame, task: str, pretraining: str, finetuning: str) -> p
     return sel.iloc[0] if len(sel) else None
 
 
-def _claim(text: str, a: pd.Series | None, b: pd.Series | None, metric: str, allow_tie: bool = False) -> dict:
+def _claim(text: str, a: pd.Series | None, b: pd.Series | None, metric: str, allow_tie: bool = False,
+           names: tuple[str, str] = ("", "")) -> dict:
     if a is None or b is None:
-        missing = ", ".join(x for x, s in (("first", a), ("second", b)) if s is None)
-        return {"claim": text, "verdict": "not yet run at this scale", "ours": f"{missing} model not in this profile"}
+        missing = " and ".join(n for n, s in zip(names, (a, b)) if s is None)
+        return {"claim": text, "verdict": "not yet run at this scale", "ours": f"no {missing} model in this profile"}
     verdict, tol = _verdict(float(a[metric]), float(b[metric]), int(min(a["n"], b["n"])), allow_tie)
     return {"claim": text, "verdict": verdict,
             "ours": f"{metric} {a[metric]:.1f} ({a['model_id']}) vs {b[metric]:.1f} ({b['model_id']}); noise ±{tol:.1f}"}
@@ -189,11 +193,14 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for t in tasks:
         p3f4, p2f4 = _cell(have, t, "P3", "F4"), _cell(have, t, "P2", "F4")
-        out += [_claim(f"{t}: P3+F4 beats end-to-end AT (P1+F4) in ATA", p3f4, p1f4, "ATA"),
-                _claim(f"{t}: P3+F4 keeps end-to-end AT's TA (not lower)", p3f4, p1f4, "TA", allow_tie=True),
-                _claim(f"{t}: adversarial beats standard pretraining under F4 (ATA P3 > P2)", p3f4, p2f4, "ATA"),
+        vs_at, vs_p2 = (f"{t} P3+F4", "P1+F4"), (f"{t} P3+F4", f"{t} P2+F4")
+        out += [_claim(f"{t}: P3+F4 beats end-to-end AT (P1+F4) in ATA", p3f4, p1f4, "ATA", names=vs_at),
+                _claim(f"{t}: P3+F4 keeps end-to-end AT's TA (not lower)", p3f4, p1f4, "TA", True, vs_at),
+                _claim(f"{t}: adversarial beats standard pretraining under F4 (ATA P3 > P2)", p3f4, p2f4, "ATA",
+                       names=vs_p2),
                 _claim(f"{t}: with the pretrained part frozen and adversarial fine-tuning, P3 beats P2 in ATA (F2)",
-                       _cell(have, t, "P3", "F2"), _cell(have, t, "P2", "F2"), "ATA")]
+                       _cell(have, t, "P3", "F2"), _cell(have, t, "P2", "F2"), "ATA",
+                       names=(f"{t} P3+F2", f"{t} P2+F2"))]
     out += [_ensemble_claim(have, r) for r in have[have["kind"] == "ensemble"].itertuples()] or [
         {"claim": "the softmax ensemble of fine-tuned models beats its best member in ATA",
          "verdict": "not yet run at this scale", "ours": "no ensemble in this profile"}]
@@ -204,7 +211,7 @@ def _ensemble_claim(have: pd.DataFrame, ens: Any) -> dict:
     members = have[have["model_id"].isin(ens.members.split(","))]
     best = members.sort_values("ATA", ascending=False).iloc[0] if len(members) else None
     return _claim(f"the softmax ensemble {ens.model_id} beats its best member in ATA",
-                  have[have["model_id"] == ens.model_id].iloc[0], best, "ATA")
+                  have[have["model_id"] == ens.model_id].iloc[0], best, "ATA", names=(ens.model_id, "member"))
 
 
 # ----------------------------------------------------------------------------- figure

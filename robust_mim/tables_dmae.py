@@ -92,7 +92,7 @@ def scale_table(cert: pd.DataFrame) -> pd.DataFrame:
 
 
 def certified_table(cert: pd.DataFrame, radii: tuple[float, ...] = TABLE_RADII) -> pd.DataFrame:
-    """Certified accuracy (%) per family × σ (rows) at each radius (columns).
+    """Certified accuracy (%) per family × σ (rows) at each radius (columns), with training epochs.
 
     A radius above the record's ``max_radius`` is NaN: no image can be certified there with that N,
     whatever the model, so 0 would be misleading.
@@ -101,8 +101,9 @@ def certified_table(cert: pd.DataFrame, radii: tuple[float, ...] = TABLE_RADII) 
     sub["value"] = (sub["certified_accuracy"] * 100).where(sub["within_max_radius"])
     table = sub.set_index(["family", "sigma", "model_id", "radius"])["value"].unstack("radius")
     table.columns = [f"r={c:g}" for c in table.columns]
-    failed = cert.groupby(["family", "sigma", "model_id"])["failed_checks"].first()
-    table["failed sanity checks"] = failed.reindex(table.index).fillna("")
+    per_model = cert.groupby(["family", "sigma", "model_id"])[["train_epochs", "failed_checks"]].first()
+    table["fine-tuning epochs"] = per_model["train_epochs"].reindex(table.index)
+    table["failed sanity checks"] = per_model["failed_checks"].reindex(table.index).fillna("")
     return table.round(1)
 
 

@@ -224,7 +224,7 @@ def plot_sigma_tradeoff(sweep: pd.DataFrame, title: str = "") -> plt.Figure:
                         textcoords="offset points")
     eps = sweep["eps_255"].dropna().unique()
     ax.set(xlabel="σ_test (1/255)", ylabel="accuracy (%)", ylim=(-2, 102))
-    bx.set(xlabel="clean accuracy (%)", ylabel=f"PGD-EOT accuracy at ε = {', '.join(f'{e:g}' for e in eps)}/255 (%)")
+    bx.set(xlim=(-2, 102), ylim=(-2, 102), xlabel="clean accuracy (%)", ylabel=f"PGD-EOT accuracy at ε = {', '.join(f'{e:g}' for e in eps)}/255 (%)")
     ax.legend(fontsize=7)
     bx.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
@@ -244,6 +244,7 @@ def plot_robustness(table: pd.DataFrame, eps_255: float, title: str = "") -> plt
     for ax, col in zip(axes, cols):
         sub = data[data["evaluation"] == col].pivot_table(index="pretraining", columns="defense",
                                                           values="accuracy (%)", aggfunc="max")
+        sub = sub[[d for d in ("plain", "De³") if d in sub] + [d for d in sub if d not in ("plain", "De³")]]
         sub.plot.bar(ax=ax, rot=0)
         ax.set(title=col, xlabel="", ylim=(0, 102))
     axes[0].set_ylabel("accuracy (%)")

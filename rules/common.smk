@@ -84,10 +84,14 @@ def finetune_weights(model):
     return f"{RES}/finetune/{model}/model.safetensors"
 
 
+# run key naming an auxiliary run -> its weights path (paper rule files add theirs, e.g. vq in rules/dat.smk)
+AUX_WEIGHTS = {"init": pretrain_weights, "denoiser": pretrain_weights}
+
+
 def finetune_inputs(wildcards):
-    """Pretrained encoder and frozen denoiser a fine-tuning run starts from, if any."""
+    """Pretrained encoder, frozen denoiser, VQ autoencoder ... a fine-tuning run starts from, if any."""
     run = finetune_run(wildcards.model)
-    return {k: pretrain_weights(run[k]) for k in ("init", "denoiser") if run.get(k)}
+    return {k: weights(run[k]) for k, weights in AUX_WEIGHTS.items() if run.get(k)}
 
 
 def launcher(gpus):
@@ -124,5 +128,9 @@ def notebook_inputs(wildcards):
             "records": robustness_records(models) + list(extra)}
 
 
+# further targets of `rule all` beyond the notebooks (rules/report.smk adds claims.md and the notebooks' HTML)
+REPORT_TARGETS = []
+
+
 def all_targets():
-    return [f"{RES}/notebooks/{nb}.ipynb" for nb in config["notebooks"]]
+    return [f"{RES}/notebooks/{nb}.ipynb" for nb in config["notebooks"]] + REPORT_TARGETS

@@ -9,7 +9,7 @@ rule attack_eval:
         f"{RES}/benchmarks/attack_eval/{{model}}.tsv"
     params:
         spec=lambda wc: job_spec(run=finetune_run(wc.model), evaluation=config["evaluation"]),
-        flags=lambda wc, input: optional_flags(input, ["denoiser"]),
+        flags=lambda wc, input: optional_flags(input, ["denoiser", "vq"]),
     threads: THREADS
     resources:
         gpu=config["evaluation"]["gpus"],

@@ -10,7 +10,7 @@ rule finetune_classifier:
     params:
         spec=lambda wc: job_spec(run=finetune_run(wc.model)),
         run_dir=lambda wc: f"{RES}/finetune/{wc.model}",
-        flags=lambda wc, input: optional_flags(input, ["init", "denoiser"]),
+        flags=lambda wc, input: optional_flags(input, list(AUX_WEIGHTS)),
         launcher=lambda wc, resources: launcher(resources.gpu),
     threads: THREADS
     resources:

@@ -3,7 +3,8 @@ rule notebook_run:
         unpack(notebook_inputs),
     output:
         notebook=f"{RES}/notebooks/{{notebook}}.ipynb",
-        figures=directory(f"{FIG}/{{notebook}}"),
+        figures=report(directory(f"{FIG}/{{notebook}}"), patterns=["{name}.png", "{name}.html"],
+                       category=lambda wc: report_category(wc.notebook), subcategory="figures and tables"),
     log:
         f"{RES}/logs/notebook_run/{{notebook}}.log",
     benchmark:

@@ -56,6 +56,7 @@ def test_engine_and_mae_report_both_sides_and_their_ratio(quick_report):
         plain, ours = run["results"]["plain"], run["results"]["engine.train_one_epoch"]
         assert len(plain["runs_s"]) == len(ours["runs_s"]) == engine["repeats"]
         assert run["ratio"] == pytest.approx(ours["images_per_s"] / plain["images_per_s"])
+        assert run["paired_ratios"]["min"] <= run["paired_ratios"]["median"] <= run["paired_ratios"]["max"]
         assert "checkpoint_per_epoch_us" in run["breakdown_us_per_step"]
     mae = quick_report["benchmarks"]["mae"]["runs"][0]
     masked, full = mae["results"]["encoder mask0.75"], mae["results"]["encoder mask0"]

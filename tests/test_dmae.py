@@ -142,6 +142,7 @@ def test_certify_command_writes_a_record_with_the_certification_parameters(tmp_p
     assert summary[2.0]["passed"] is None
     assert all(c["passed"] is not False for c in rec["sanity_checks"])
     assert rec["provenance"]["seed"] == 0 and rec["params"]["sigma"] == 0.25
+    assert (rec["method"], rec["train_sigma"], rec["pretrain_objective"]) == ("gaussian", 0.25, None)
 
 
 def test_certify_command_reports_a_config_error_in_one_line(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""MIMIR's registered steps: the adversarial MAE pretraining objective, PGD-AT and TRADES; the adaptive-attack CLI helpers."""
+"""MIMIR's registered steps (adversarial MAE pretraining, PGD-AT, TRADES) and the adaptive-attack CLI helpers."""
 from __future__ import annotations
 
 import pytest

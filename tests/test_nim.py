@@ -286,3 +286,11 @@ def test_load_nim_names_the_snakemake_target_when_records_are_missing(tmp_path):
 
 def pd_isna(value) -> bool:
     return value != value  # NaN
+
+
+def test_denoised_step_accepts_soft_targets():
+    torch.manual_seed(0)
+    step = build_step(FINETUNE, {"name": "denoised"}, denoiser=tiny_mae())
+    soft = torch.full((4, 10), 0.1)
+    loss, metrics = step(tiny_classifier(), torch.rand(4, 3, 16, 16), soft)
+    assert torch.isfinite(loss) and 0 <= metrics["acc"] <= 1

@@ -1,4 +1,4 @@
-"""End to end (paper 2, MIMIR): pretraining metrics, adaptive-attack records and notebook 02 of the test-profile pipeline."""
+"""End to end (paper 2, MIMIR): pretraining metrics, adaptive-attack records and notebook 02 (test profile)."""
 import json
 
 import pytest

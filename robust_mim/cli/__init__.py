@@ -36,7 +36,7 @@ def _spec(text: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robust_mim.cli import chen, dmae, evaluate, mimir, nim, train  # noqa: F401 - registers commands
+    from robust_mim.cli import chen, dat, dmae, evaluate, mimir, nim, report, train  # noqa: F401 - registers commands
 
     parser = argparse.ArgumentParser(prog="python -m robust_mim.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

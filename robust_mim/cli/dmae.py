@@ -100,19 +100,26 @@ def certification_record(args: argparse.Namespace, spec: dict, images: list[dict
     max_radius = max_certifiable_radius(args.sigma, cfg["n"], cfg["alpha"])
     rows = certification_rows(images, cfg["radii"], max_radius)
     summary = certificate_check(attack_rows, cfg["alpha"]) if attack_rows else []
-    table = {f"{r['radius']:g}": r["certified_accuracy"] for r in rows if r["in_table"]}
-    note = (f"N = {cfg['n']:,} noise samples per image (the papers: N = {PAPER_N:,}); with N0 = {cfg['n0']}, "
-            f"alpha = {cfg['alpha']} the largest certifiable radius at sigma = {args.sigma:g} is {max_radius:.3f}")
     params = {k: cfg[k] for k in ("n0", "n", "alpha", "batch_size", "attack_examples", "attack_steps",
                                   "attack_noise_samples", "attack_eot_samples", "attack_factors")}
+    model = {"init": run.get("init"), "pretrain_objective": spec.get("pretrain_objective"),
+             "method": run["method"]["name"], "train_sigma": run["method"].get("sigma"),
+             "train_epochs": run.get("epochs"), "paper": run.get("papers", [])}
+    certification = {
+        "sigma": args.sigma, "n0": cfg["n0"], "n": cfg["n"], "alpha": cfg["alpha"], "n_images": len(images),
+        "max_radius": max_radius, "certify_time_s": round(t_cert, 3),
+        "certification_note": certification_note(cfg, args.sigma, max_radius),
+        "certified_accuracy": {f"{r['radius']:g}": r["certified_accuracy"] for r in rows if r["in_table"]},
+        "abstain_fraction": sum(r["predict"] == Smooth.ABSTAIN for r in images) / len(images)}
     return make_record(
         args.model_id, "certify", spec["profile"], rows, n_examples=len(images),
         params={"sigma": args.sigma, **params, "attack": "pgd-l2-eot on GaussianNoiseEnsemble, then PREDICT"},
-        provenance=provenance(spec, spec["seed"], dev, wall), paper=run.get("papers", []),
-        scale_note=spec["scale_note"], certification_note=note, init=run.get("init"),
-        pretrain_objective=spec.get("pretrain_objective"), method=run["method"]["name"],
-        train_sigma=run["method"].get("sigma"), sigma=args.sigma, n0=cfg["n0"], n=cfg["n"], alpha=cfg["alpha"],
-        n_images=len(images), max_radius=max_radius, certify_time_s=round(t_cert, 3),
-        certified_accuracy=table, abstain_fraction=sum(r["predict"] == Smooth.ABSTAIN for r in images) / len(images),
-        images=images, empirical_check={"summary": summary, "rows": attack_rows},
+        provenance=provenance(spec, spec["seed"], dev, wall), scale_note=spec["scale_note"], **model,
+        **certification, images=images, empirical_check={"summary": summary, "rows": attack_rows},
         sanity_checks=certification_checks(images, rows, summary, max_radius))
+
+
+def certification_note(cfg: dict, sigma: float, max_radius: float) -> str:
+    """One sentence stating this run's N beside the papers' and the radius cap it implies."""
+    return (f"N = {cfg['n']:,} noise samples per image (the papers: N = {PAPER_N:,}); with N0 = {cfg['n0']}, "
+            f"alpha = {cfg['alpha']} the largest certifiable radius at sigma = {sigma:g} is {max_radius:.3f}")

@@ -20,6 +20,7 @@ def _attack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
     p.add_argument("--out-dir", required=True, help="folder for one JSON record per attack + sanity.json")
     p.add_argument("--denoiser", default=None, help="MAE weights of a De³ denoiser, when the model uses one")
+    p.add_argument("--vq", default=None, help="VQ weights of a model that quantizes its input (defense vq, paper 5)")
 
 
 def suite_from_spec(ev: dict, randomized: bool, has_bare: bool) -> list[dict]:
@@ -61,6 +62,9 @@ def attack(args: argparse.Namespace) -> None:
     k = num_classes(test_set)
     bare = common.load_classifier(spec, args.weights, k).to(dev)
     denoiser = common.load_mae(spec, args.denoiser).to(dev) if args.denoiser else None
+    if args.vq and (run.get("defense") or {}).get("name") == "vq":  # test-time Q, attacked with BPDA
+        from robust_mim.cli.dat import load_vq
+        denoiser = load_vq(args.vq).to(dev)
     defended, randomized = build_defense(run.get("defense"), bare, denoiser)
     surrogates = {"bare": bare} if defended is not bare else {}
     suite = suite_from_spec(ev, randomized, bool(surrogates))

@@ -52,6 +52,7 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     _pretrain_args(p)
     p.add_argument("--init", default=None, help="pretrained MAE weights whose encoder initialises the backbone")
     p.add_argument("--denoiser", default=None, help="frozen MAE used to denoise inputs (De³ fine-tuning)")
+    p.add_argument("--vq", default=None, help="frozen VQ autoencoder of DAT (paper 5), from train-vq")
 
 
 @command("finetune", _finetune_args)
@@ -74,13 +75,19 @@ def _finetune(args: argparse.Namespace, spec: dict, ctx: DistContext, device: to
         log(f"encoder initialised from {args.init}")
     if spec["run"].get("frozen_blocks"):  # partial fine-tuning (paper 4's F1/F2); before the optimizer exists
         _freeze_pretrained(model, spec["run"]["frozen_blocks"], args.init, log)
-    aux = {"denoiser": common.load_mae(spec, args.denoiser).to(device) if args.denoiser else None}
+    aux = {"denoiser": common.load_mae(spec, args.denoiser).to(device) if args.denoiser else None,
+           "vq": _load_vq(args.vq).to(device) if args.vq else None}
     step = build_step(FINETUNE, spec["run"]["method"], **{k: v for k, v in aux.items() if v is not None})
     log(f"finetune {spec['run']['id']}: {spec['run']['method']} on {len(train_set)} images; {common.lr_rule(spec)}")
     fit(model, step, train_set, common.train_config(spec, n_classes), Path(args.run_dir),
         run_hash=common.run_hash(spec), device=device, log=log, dist=ctx)
     if ctx.is_main:
         save_weights(model.state_dict(), args.out, {"config_hash": config_hash(spec), "kind": "classifier"})
+
+
+def _load_vq(path: str) -> torch.nn.Module:
+    from robust_mim.cli.dat import load_vq
+    return load_vq(path)
 
 
 def _freeze_pretrained(model: torch.nn.Module, num_blocks: int, init: str | None, log: Log) -> None:

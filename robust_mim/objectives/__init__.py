@@ -74,3 +74,4 @@ def _check_aux(name: str, **aux: Any) -> None:
 from robust_mim.objectives import nim  # noqa: E402,F401
 from robust_mim.objectives import dmae  # noqa: E402,F401
 from robust_mim.objectives import mimir_methods  # noqa: E402,F401
+from robust_mim.objectives import dat  # noqa: E402,F401

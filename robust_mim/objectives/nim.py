@@ -16,12 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robust_mim.errors import ConfigError
 from robust_mim.models.mim import MaskedAutoencoder
-from robust_mim.objectives import FINETUNE, Step, _check_aux
+from robust_mim.objectives import FINETUNE, Step, _check_aux, cross_entropy_step
 from robust_mim.objectives.mim import SIGMA_SAMPLERS, add_gaussian_noise, sample_sigma
 
 # Fine-tuning noise of the reference code: σ·255 ~ U(0, 30).
@@ -60,14 +59,14 @@ def denoised_step(model: nn.Module, x: Tensor, y: Tensor, denoiser: MaskedAutoen
 
     Args:
         model: classifier [N, 3, H, W] in [0, 1] -> logits [N, K] (being trained).
-        x: clean images [N, 3, H, W] in [0, 1]; y: labels [N].
+        x: clean images [N, 3, H, W] in [0, 1]; y: labels [N] or soft targets [N, K] (MixUp/CutMix;
+            the reference fine-tunes with MixUp and CutMix on ImageNet).
         denoiser: frozen autoencoder (the run's ``denoiser``).
     """
     sigma = sample_sigma(x.shape[0], sampler, device=x.device, **sampler_args)  # [N]
     x_den = denoised_images(denoiser, x, sigma)  # [N, 3, H, W]
-    logits = model(x_den)
-    loss = F.cross_entropy(logits, y)
-    return loss, {"acc": (logits.argmax(1) == y).float().mean().item(), "sigma_mean": sigma.mean().item()}
+    loss, metrics = cross_entropy_step(model, x_den, y)
+    return loss, {**metrics, "sigma_mean": sigma.mean().item()}
 
 
 @FINETUNE.register("denoised")
