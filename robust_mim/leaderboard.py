@@ -3,7 +3,7 @@
 Every classifier the pipeline trains (every model with the shared robustness suite of rule
 ``attack_eval``) is one row, under the same threat models: clean accuracy, PGD L∞ over ε, the
 AutoAttack-style ensemble (named by its components), PGD L2, the adaptive attacks a defense needs
-(EOT, gray-box, feature-space PGD, PGD-MI), the worst case over every L∞ attack run at the headline ε,
+(EOT, BPDA, feature-space PGD, PGD-MI), the worst case over every L∞ attack run at the headline ε,
 mean corruption error and certified accuracy where measured, training cost from Snakemake's
 benchmark files, and the failed sanity checks. Functions over the records DataFrame are pure;
 ``load_*`` functions only read files the pipeline wrote. Nothing here attacks or recomputes a number.
@@ -24,8 +24,8 @@ from robust_mim.records import iter_records
 from robust_mim.report import RecordsMissing, load_records
 
 SUITE_EVALUATIONS = ("sanity", "pgd-linf")  # a model with these ran the shared suite: a trained classifier
-NOT_ATTACKS = ("sanity", "sanity-adaptive", "sigma-sweep", "certify", "pretext")
-ADAPTIVE_MARKERS = ("eot", "gray-box", "bpda", "feature", "pgd-mi")  # evaluation names of adaptive attacks
+NOT_ATTACKS = ("sanity", "sanity-adaptive", "sigma-sweep", "certify", "pretext", "corruption", "vq-reconstruction")
+ADAPTIVE_MARKERS = ("eot", "bpda", "feature", "pgd-mi")  # evaluation names of adaptive attacks
 AUTOATTACK = "autoattack-style-linf"
 UPSTREAM_RULE_PREFIXES = ("pretrain", "train")  # rules that train what a classifier starts from (MIM, pretext, VQ)
 FLAG = "⚠ failed checks"
@@ -170,7 +170,7 @@ def leaderboard(df: pd.DataFrame, costs: pd.DataFrame | None = None, eps_255: It
     """Exactly one row per trained classifier, every number in %, from records.
 
     Columns: papers, defense, clean, PGD L∞ at each ε, the AutoAttack-style ensemble and PGD L2 at
-    ``l2_eps``, ``adaptive (worst)`` (EOT / gray-box / feature / MI attacks, where run), ``robust
+    ``l2_eps``, ``adaptive (worst)`` (EOT / BPDA / feature / MI attacks, where run), ``robust
     (worst)`` (the lowest over every L∞ attack at the headline ε) and the attack that reached it,
     mCE and certified accuracy where measured, n (test images), training cost (from ``costs``:
     `training_cost`) and the failed sanity checks. ``models`` keeps only those ids (e.g. the configured

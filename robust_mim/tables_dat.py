@@ -226,7 +226,7 @@ def plot_corruption_errors(df: pd.DataFrame, models: pd.DataFrame, title: str = 
         part = by_sev[by_sev["role"] == r]
         right.plot(part["severity"], part["error (%)"], marker="o", label=r)
     right.set_xlabel("severity")
-    right.set_ylabel("mean error over corruptions (%)")
+    right.set_ylabel("mean error (%)")
     right.set_xticks(sorted(by_sev["severity"].unique()))
     right.set_ylim(0, 100)
     right.legend(fontsize=8, loc="lower right")

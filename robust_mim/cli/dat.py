@@ -8,9 +8,9 @@
 - ``corruption-eval`` measures a classifier on the corruption benchmark: the 15 corruptions of
   Hendrycks & Dietterich × the configured severities, generated on the fly from the first n
   test images (`robust_mim.corruptions.corrupt`), or read from the CIFAR-10-C ``.npy`` files
-  when ``dat.corruption.cifar10c_root`` is set. One record: per-cell error, clean error, mean
-  error and the unnormalised CE per corruption; mCE relative to the standard-training model is
-  computed from the records by `robust_mim.tables_dat`.
+  when ``dat.corruption.cifar10c_root`` is set. One record: per-cell error, clean error, error per
+  corruption (mean over severities) and their mean ``mCE`` (unnormalised); mCE relative to the
+  standard-training model is computed from the records by `robust_mim.tables_dat`.
 
 A model that quantizes its input at test time (a run with ``defense: {name: vq}`` and ``vq: <id>``,
 `robust_mim.defenses.QuantizedInput`) is evaluated behind Q here, and attacked by the shared
