@@ -39,6 +39,7 @@ def _pretext_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="folder for checkpoint.pt and metrics.jsonl")
     p.add_argument("--record", required=True, help="record of the held-out pretext accuracy (.json)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs the job was given (Snakemake resource gpu)")
+    p.add_argument("--log-file", dest="log", help="same as --log (torchrun's parser rejects --log as ambiguous)")
 
 
 def build_pretext(spec: dict, n_classes: int) -> PretextModel:

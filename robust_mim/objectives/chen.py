@@ -218,7 +218,27 @@ def ensemble_cell(cells: Sequence[dict[str, str]]) -> dict[str, str]:
             "finetuning": shared("finetuning")}
 
 
-__all__ = ["BACKBONES", "ENCODER_PREFIX", "PRETEXT_PRETRAIN", "build_backbone_classifier", "ensemble_cell",
+def check_chen_config(chen: dict[str, Any], pretrain_ids: Sequence[str],
+                      finetune_runs: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per inconsistency of the ``chen`` section with the rest of a resolved profile.
+
+    Args:
+        chen: the validated ``chen`` section.
+        pretrain_ids: ids of ``pretrain.runs`` (MIM pretraining), which chen's runs must not reuse.
+        finetune_runs: model id → resolved fine-tuning run.
+    """
+    runs, ensembles = chen["pretrain"]["runs"], chen["ensembles"]
+    errors = [f"chen.pretrain run '{r}' is also a pretrain.runs id" for r in runs if r in pretrain_ids]
+    errors += [f"chen.ensembles id '{e}' is also a finetune model id" for e in ensembles if e in finetune_runs]
+    errors += [f"chen.ensembles.{e} names unknown finetune model '{m}'"
+               for e, members in ensembles.items() for m in members if m not in finetune_runs]
+    errors += [f"finetune.runs.{m}.backbone must be chen.backbone ({chen['backbone']}) to load init '{run['init']}'"
+               for m, run in finetune_runs.items() if run.get("init") in runs and run.get("backbone") != chen["backbone"]]
+    return errors
+
+
+__all__ = ["BACKBONES", "ENCODER_PREFIX", "PRETEXT_PRETRAIN", "build_backbone_classifier", "check_chen_config",
+           "ensemble_cell",
            "evaluate_pretext", "finetuning_label",
            "freeze_pretrained_blocks", "grid_cell", "objective_tasks", "pretext_encoder_state",
            "pretrained_block_prefixes", "pretraining_label"]
