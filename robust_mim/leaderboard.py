@@ -256,7 +256,8 @@ def training_cost(bench: pd.DataFrame, upstream: Mapping[str, Iterable[str]],
 
 def costs_from_cards(cards: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
     """The training-cost columns of `leaderboard` from model cards."""
-    names = {"wall_s": "train wall (s)", "cpu_s": "train CPU (s)", "gpu_s": "train GPU (s)", "max_rss_mb": "peak RSS (MB)"}
+    names = {"wall_s": "train wall (s)", "cpu_s": "train CPU (s)", "gpu_s": "train GPU (s)",
+             "max_rss_mb": "peak RSS (MB)"}
     rows = {m: {names[k]: (math.nan if v is None else v) for k, v in c["training"]["cost"].items() if k in names}
             for m, c in cards.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
@@ -276,8 +277,10 @@ def style_leaderboard(board: pd.DataFrame):
 SORT_SCRIPT = """<script>(function(){const t=document.getElementById("%s");if(!t)return;
 t.querySelectorAll("th").forEach((th,i)=>{th.style.cursor="pointer";th.title="click to sort";
 th.onclick=()=>{const b=t.tBodies[0],rows=[...b.rows],up=th.dataset.dir!=="asc";th.dataset.dir=up?"asc":"desc";
-const v=r=>{const s=r.cells[i].dataset.v??r.cells[i].innerText;const n=parseFloat(s);return isNaN(n)?s:n;};
-rows.sort((a,c)=>{const x=v(a),y=v(c);const o=(typeof x==="number"&&typeof y==="number")?x-y:String(x).localeCompare(String(y));return up?o:-o;});
+const v=r=>{const s=r.cells[i].dataset.v??r.cells[i].innerText;if(s==="")return null;
+const n=parseFloat(s);return isNaN(n)?s:n;};
+rows.sort((a,c)=>{const x=v(a),y=v(c);if(x===null||y===null)return (x===null)-(y===null);
+const o=(typeof x==="number"&&typeof y==="number")?x-y:String(x).localeCompare(String(y));return up?o:-o;});
 rows.forEach(r=>b.appendChild(r));};});})();</script>"""
 
 
@@ -320,8 +323,10 @@ def _scatter(board: pd.DataFrame, x: str, y: str, ax: plt.Axes, cost: bool = Fal
     line = pts[front].sort_values(x)
     ax.plot(line[x], line[y], "o-", color="crimson", label="Pareto front")
     names = [f"{m} ⚠" if board.at[m, FLAG] else m for m in pts.index]
-    for (px, py), group in pd.Series(names, index=pts.index).groupby([pts[x], pts[y]]):
-        ax.annotate("\n".join(group), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    groups = pd.Series(names, index=pts.index).groupby([pts[x], pts[y]])
+    for k, ((px, py), group) in enumerate(sorted(groups, key=lambda g: g[0])):  # staggered: neighbours overlap less
+        ax.annotate("\n".join(group), (px, py), fontsize=7, xytext=(3, 3 + 10 * (k % 4)), textcoords="offset points",
+                    arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5})
     if cost:
         ax.set_xscale("log")
     else:
@@ -578,6 +583,7 @@ def claims_markdown(judged: Mapping[str, Mapping[str, pd.DataFrame]], scales: Ma
         lines += [f"### {p.title}", ""]
         for prof in profiles:
             lines += [f"**{prof}**", "", "| claim | ours | status |", "|---|---|---|"]
-            lines += [f"| {_cell(r.claim)} | {_cell(r.ours)} | {_cell(r.status)} |" for r in judged[prof][p.key].itertuples()]
+            lines += [f"| {_cell(r.claim)} | {_cell(r.ours)} | {_cell(r.status)} |"
+                      for r in judged[prof][p.key].itertuples()]
             lines.append("")
     return "\n".join(lines) + "\n"

@@ -44,7 +44,10 @@ PAPER_NUMBERS: list[dict[str, Any]] = [
 def scale_note(df: pd.DataFrame) -> str:
     """The scale note(s) of this notebook's records (what the numbers may be compared with)."""
     mine = df[df["evaluation"].isin([PGD_EVALUATION, "pretext"])]
-    return "; ".join(mine["scale_note"].dropna().unique()) or "no chen records"
+    if mine.empty:
+        return "no chen records"
+    backbones = ", ".join(sorted(mine["backbone"].dropna().astype(str).unique()))
+    return "; ".join(mine["scale_note"].dropna().unique()) + f" (paper 4 backbone: {backbones})"
 
 
 
@@ -72,7 +75,7 @@ def ta_ata(df: pd.DataFrame) -> pd.DataFrame:
                     "ATA": 100 * float(_at_eps(rows, eps)["accuracy"].iloc[0]),
                     "attack": f"PGD-{int(first['attack_steps'])} (step {first['attack_step_255']:g}/255) "
                               f"at {eps * 255:g}/255",
-                    "n": int(first["n_examples"]), "members": first["members"],
+                    "n": int(first["n_examples"]), "members": first["members"], "backbone": first["backbone"],
                     **_strongest_shared(df, model_id, eps), "failed checks": _text(first["failed_checks"])})
     return pd.DataFrame(out)
 
@@ -91,15 +94,19 @@ def _strongest_shared(df: pd.DataFrame, model_id: str, eps: float) -> dict[str, 
 
 
 def grid_table(df: pd.DataFrame) -> pd.DataFrame:
-    """TA / ATA (%) of single models: rows (task, pretraining), columns (F1–F4, TA | ATA); NaN = not run."""
-    single = ta_ata(df)
-    single = single[single["kind"] == "single"] if not single.empty else single
-    if single.empty:
+    """TA / ATA (%): rows (task, pretraining), columns (F1–F4, TA | ATA); NaN = not run.
+
+    Softmax ensembles are rows ``ensemble: <their members' tasks>``.
+    """
+    have = ta_ata(df)
+    if have.empty:
         return pd.DataFrame()
-    long = single.melt(id_vars=["task", "pretraining", "finetuning"], value_vars=["TA", "ATA"], var_name="metric")
+    have["task"] = np.where(have["kind"] == "ensemble", "ensemble: " + have["task"], have["task"])
+    long = have.melt(id_vars=["task", "pretraining", "finetuning"], value_vars=["TA", "ATA"], var_name="metric")
     table = long.pivot_table(index=["task", "pretraining"], columns=["finetuning", "metric"], values="value",
                              aggfunc="first")
-    cols = [(f, m) for f in FINETUNINGS for m in ("TA", "ATA") if (f, m) in table.columns]
+    order = [*FINETUNINGS, *sorted(set(have["finetuning"]) - set(FINETUNINGS))]
+    cols = [(f, m) for f in order for m in ("TA", "ATA") if (f, m) in table.columns]
     return table[cols].round(1)
 
 
@@ -179,7 +186,8 @@ def _claim(text: str, a: pd.Series | None, b: pd.Series | None, metric: str, all
         return {"claim": text, "verdict": "not yet run at this scale", "ours": f"no {missing} model in this profile"}
     verdict, tol = _verdict(float(a[metric]), float(b[metric]), int(min(a["n"], b["n"])), allow_tie)
     return {"claim": text, "verdict": verdict,
-            "ours": f"{metric} {a[metric]:.1f} ({a['model_id']}) vs {b[metric]:.1f} ({b['model_id']}); noise ±{tol:.1f}"}
+            "ours": f"{metric} {a[metric]:.1f} ({a['model_id']}) vs {b[metric]:.1f} ({b['model_id']}); "
+                    f"noise ±{tol:.1f}"}
 
 
 def claims(df: pd.DataFrame) -> pd.DataFrame:

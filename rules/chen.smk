@@ -59,8 +59,9 @@ rule pretrain_pretext:
     conda:
         "../environment.yml"
     shell:
-        "{params.launcher} -m robust_mim.cli pretrain-pretext --spec {params.spec:q} --threads {threads} --log-file {log} "
-        "--gpus {resources.gpu} --out {output.weights} --record {output.record} --run-dir {params.run_dir}"
+        "{params.launcher} -m robust_mim.cli pretrain-pretext --spec {params.spec:q} --threads {threads} "
+        "--log-file {log} --gpus {resources.gpu} --out {output.weights} --record {output.record} "
+        "--run-dir {params.run_dir}"
 
 
 rule attack_chen_pgd:

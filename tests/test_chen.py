@@ -165,8 +165,8 @@ def _record(root, model_id: str, task: str, pre: str, fin: str, ta: float, ata: 
     rows = [{"eps": 0.0, "accuracy": ta, "n_examples": n}, {"eps": 8 / 255, "accuracy": ata, "n_examples": n}]
     write_record(root / "records" / model_id / "chen" / "pgd.json", make_record(
         model_id, "chen-pgd-linf", "unit", rows, n_examples=n, params={}, provenance=provenance({}, 0, "cpu", 0.0),
-        scale_note="unit", attack_steps=20, attack_step_255=2, headline_eps=8 / 255, chen_kind=kind, chen_task=task,
-        chen_pretraining=pre, chen_finetuning=fin, members=members or model_id, sanity_checks=[]))
+        scale_note="unit", backbone="tiny", attack_steps=20, attack_step_255=2, headline_eps=8 / 255, chen_kind=kind,
+        chen_task=task, chen_pretraining=pre, chen_finetuning=fin, members=members or model_id, sanity_checks=[]))
 
 
 def test_claims_are_judged_from_records(tmp_path):

@@ -294,3 +294,14 @@ def test_denoised_step_accepts_soft_targets():
     soft = torch.full((4, 10), 0.1)
     loss, metrics = step(tiny_classifier(), torch.rand(4, 3, 16, 16), soft)
     assert torch.isfinite(loss) and 0 <= metrics["acc"] <= 1
+
+
+def test_de3_with_masking_reconstructs_every_patch_and_is_randomized():
+    torch.manual_seed(0)
+    defended, randomized = build_defense({"name": "de3", "sigma_255": 0, "mask_ratio": 0.5},
+                                         tiny_classifier().eval(), tiny_mae())
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        a, b = defended.purify(x), defended.purify(x)
+    assert randomized and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    assert not torch.allclose(a, b)  # a fresh mask each call

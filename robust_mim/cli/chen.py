@@ -74,7 +74,8 @@ def _pretrain_pretext(args: argparse.Namespace, spec: dict, ctx: DistContext, de
     history = fit(model, step, train_set, common.train_config(spec), Path(args.run_dir),
                   run_hash=common.run_hash(training), device=device, log=log, dist=ctx)
     if ctx.is_main:
-        save_weights(pretext_encoder_state(model), args.out, {"config_hash": config_hash(spec), "kind": "pretext-encoder"})
+        meta = {"config_hash": config_hash(spec), "kind": "pretext-encoder"}
+        save_weights(pretext_encoder_state(model), args.out, meta)
         write_record(args.record, _pretext_record(spec, model, history, device, time.perf_counter() - t0))
         log(f"wrote {args.out} and {args.record}")
 

@@ -44,7 +44,8 @@ VIT_EMBEDDINGS = ("patch_embed", "cls_token", "pos_embed")
 # ----------------------------------------------------------------------------- pretraining steps
 def _check_attack(eps_255: float, step_255: float, steps: int) -> None:
     if eps_255 < 0 or step_255 < 0 or steps < 1:
-        raise ConfigError(f"pretext PGD needs eps_255, step_255 >= 0 and steps >= 1, got {eps_255}, {step_255}, {steps}")
+        raise ConfigError(f"pretext PGD needs eps_255, step_255 >= 0 and steps >= 1, "
+                          f"got {eps_255}, {step_255}, {steps}")
 
 
 def _check_tasks(tasks: Sequence[str]) -> None:
@@ -111,8 +112,9 @@ def evaluate_pretext(model: PretextModel, x: Tensor, eps: float, step_size: floa
                 xb = x[i:i + batch_size]
                 _, m = pretext_loss(model, task, xb, True, eps, step_size, steps, generator)
                 sums = {k: v + m[k] * xb.shape[0] for k, v in sums.items()}
-            rows.append({"task": task, "accuracy": sums["acc"] / x.shape[0], "adv_accuracy": sums["acc_adv"] / x.shape[0],
-                         "eps": eps, "n_examples": int(x.shape[0])})
+            n = x.shape[0]
+            rows.append({"task": task, "accuracy": sums["acc"] / n, "adv_accuracy": sums["acc_adv"] / n, "eps": eps,
+                         "n_examples": int(n)})
     return rows
 
 
@@ -233,7 +235,8 @@ def check_chen_config(chen: dict[str, Any], pretrain_ids: Sequence[str],
     errors += [f"chen.ensembles.{e} names unknown finetune model '{m}'"
                for e, members in ensembles.items() for m in members if m not in finetune_runs]
     errors += [f"finetune.runs.{m}.backbone must be chen.backbone ({chen['backbone']}) to load init '{run['init']}'"
-               for m, run in finetune_runs.items() if run.get("init") in runs and run.get("backbone") != chen["backbone"]]
+               for m, run in finetune_runs.items()
+               if run.get("init") in runs and run.get("backbone") != chen["backbone"]]
     return errors
 
 
