@@ -72,6 +72,9 @@ def load_certifications(results_dir: str | Path, profile: str, n_samples: int | 
         raise RecordsMissing(f"no certification records with N = {n_samples} and sigma in {sigmas} (records have "
                              f"N in {ns}, sigma in {ss}): set `dmae.n` / `dmae.sigmas` in config/{profile}.yaml "
                              "and rerun the pipeline")
+    for optional in ("train_epochs", "pretrain_objective"):  # absent from records of older code versions
+        if optional not in cert:
+            cert[optional] = None
     cert["within_max_radius"] = cert["within_max_radius"].astype(bool)
     cert[["n0", "n", "n_images"]] = cert[["n0", "n", "n_images"]].astype(int)
     cert["family"] = [family_name(p, m) for p, m in zip(cert["pretrain_objective"], cert["method"])]
@@ -137,18 +140,21 @@ def certified_curves(cert: pd.DataFrame, title: str = "") -> plt.Figure:
     """Certified accuracy (%) against L2 radius: one curve per model and σ; dotted line at each max radius."""
     from robust_mim.plots import style
 
+    import seaborn as sns
+
     style()
-    fig, ax = plt.subplots(figsize=(7.0, 4.4))
-    sigmas = sorted(cert["sigma"].unique())
-    styles = dict(zip(sigmas, ["-", "--", ":", "-."] * 3))
+    fig, ax = plt.subplots(figsize=(8.0, 4.4))
+    colors = dict(zip(sorted(cert["family"].unique()), sns.color_palette("colorblind")))
+    styles = dict(zip(sorted(cert["sigma"].unique()), ["-", "--", "-.", ":"] * 3))
     for (family, sigma), g in cert.groupby(["family", "sigma"]):
         g = g[g["within_max_radius"]].sort_values("radius")
-        ax.plot(g["radius"], g["certified_accuracy"] * 100, styles[sigma], label=f"{family}, σ={sigma:g}")
+        ax.plot(g["radius"], g["certified_accuracy"] * 100, styles[sigma], color=colors[family],
+                label=f"{family}, σ={sigma:g}")
     for sigma, r in cert.groupby("sigma")["max_radius"].first().items():
         ax.axvline(r, color="grey", lw=0.8, ls=":")
-        ax.annotate(f"max r (σ={sigma:g})", (r, 98), fontsize=7, rotation=90, va="top", ha="right", color="grey")
+        ax.annotate(f"max radius at σ={sigma:g}", (r, 98), fontsize=7, rotation=90, va="top", ha="right", color="grey")
     ax.set(xlabel="L2 radius (pixel units)", ylabel="certified accuracy (%)", ylim=(-2, 102), title=title)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

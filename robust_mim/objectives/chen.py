@@ -131,6 +131,13 @@ def _resnet18_w16(num_classes: int, small_input: bool, mean: Sequence[float],
     return ResNetBackbone("resnet18", num_classes, small_input, mean, std, channels=(16, 32, 64, 128))
 
 
+@BACKBONES.register("resnet18_w8")
+def _resnet18_w8(num_classes: int, small_input: bool, mean: Sequence[float],
+                 std: Sequence[float]) -> ImageClassifier:
+    """ResNet-18 at an eighth of the width (8-16-32-64 channels): the smoke profile's CPU backbone."""
+    return ResNetBackbone("resnet18", num_classes, small_input, mean, std, channels=(8, 16, 32, 64))
+
+
 @BACKBONES.register("resnet50")
 def _resnet50(num_classes: int, small_input: bool, mean: Sequence[float], std: Sequence[float]) -> ImageClassifier:
     return ResNetBackbone("resnet50", num_classes, small_input, mean, std)
