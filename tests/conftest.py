@@ -30,7 +30,7 @@ def snakemake(workdir: Path, *args: str, config: str = "config/test.yaml") -> su
     """Run the repository's Snakefile in ``workdir`` with a profile from config/."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(REPO / config), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=1700)
 
 
 @pytest.fixture(scope="session")
