@@ -21,6 +21,7 @@ include: "rules/nim.smk"
 include: "rules/mimir.smk"
 include: "rules/dmae.smk"
 include: "rules/chen.smk"
+include: "rules/dat_common.smk"
 include: "rules/dat.smk"
 include: "rules/report.smk"
 

@@ -157,7 +157,7 @@ def pretext_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"run": pre["model_id"], "pretraining": pre["chen_pretraining"], "task": pre["task"],
                          "pretext acc": 100 * pre["accuracy"].astype(float),
                          "pretext acc under PGD": 100 * pre["adv_accuracy"].astype(float),
-                         "eps (1/255)": (255 * pre["eps"].astype(float)).round(2),
+                         "eps (1/255)": (255 * pre["eps"].astype(float)).round(2), "PGD steps": pre["attack_steps"],
                          "n": pre["n_examples"]}).reset_index(drop=True).round(1)
 
 
@@ -243,6 +243,7 @@ def plot_ata(df: pd.DataFrame, title: str = "") -> plt.Figure:
                           label=task if task != "none" else "none (P1)")
             ax.bar_label(bars, fmt="%.0f", fontsize=8)
         ax.set_xticks(range(len(PRETRAININGS)), PRETRAININGS)
+        ax.set_xlim(-0.6, len(PRETRAININGS) - 0.4)
         ax.set_title(FINETUNING_NAMES[f], fontsize=10)
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("ATA (%)")

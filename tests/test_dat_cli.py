@@ -10,7 +10,8 @@ from PIL import Image
 
 from robust_mim.cli import main
 from robust_mim.cli import common
-from robust_mim.cli.dat import corrupted_batches, corruption_sanity_checks, load_vq, reconstruction_stats, save_vq
+from robust_mim.cli.dat import (corrupted_batches, corruption_error_rows, corruption_sanity_checks, load_vq,
+                                reconstruction_stats, save_vq)
 from robust_mim.corruptions import CORRUPTION_NAMES
 from robust_mim.data import first_examples
 from robust_mim.defenses import QuantizedInput, build_defense
@@ -202,3 +203,23 @@ def test_save_vq_keeps_the_architecture(tmp_path):
     assert again.downsample == 2 and again.codebook_size == 8
     for (k, a), (_, b) in zip(vq.state_dict().items(), again.state_dict().items()):
         torch.testing.assert_close(a, b, msg=k)
+
+
+def test_cifar10c_files_replace_the_generated_corruptions(tmp_path):
+    """With a CIFAR-10-C folder, each cell uses the first n images of its severity block and their labels."""
+    import numpy as np
+
+    n_per_block, n = 6, 4
+    labels = np.tile(np.array([0, 0, 1, 1, 1, 1], dtype=np.int64), 5)  # per block: first n → 2 of 4 are class 0
+    labels[4 * n_per_block:] = 0  # severity 5: every label is class 0
+    np.save(tmp_path / "labels.npy", labels)
+    for name in CORRUPTION_NAMES:
+        np.save(tmp_path / f"{name}.npy", np.zeros((5 * n_per_block, 32, 32, 3), dtype=np.uint8))
+    always_zero = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    torch.nn.init.zeros_(always_zero[1].weight)
+    with torch.no_grad():
+        always_zero[1].bias.copy_(torch.arange(10, 0, -1).float())  # argmax = class 0
+    x, y = torch.rand(n, 3, 32, 32), torch.full((n,), 7)  # ignored: the files' images and labels are used
+    rows = corruption_error_rows(always_zero, x, y, [1, 5], cifar10c_root=str(tmp_path))
+    assert {r["severity"]: r["error"] for r in rows if r["corruption"] == "fog"} == {1: 0.5, 5: 0.0}
+    assert all(r["n_examples"] == n for r in rows) and len(rows) == 30

@@ -94,7 +94,8 @@ def _pretext_record(spec: dict, model: PretextModel, history: list[dict], device
                        params={"eps": ev["eps_255"] / 255, "step_size": ev["step_255"] / 255, "steps": ev["steps"]},
                        provenance=prov, paper=["chen"], scale_note=spec["scale_note"], objective=run["objective"],
                        backbone=run.get("backbone") or spec["model"]["arch"], chen_task=cell["task"],
-                       chen_pretraining=cell["pretraining"], epochs=run["epochs"], train_wall_time_s=round(train_s, 3),
+                       chen_pretraining=cell["pretraining"], attack_steps=ev["steps"], epochs=run["epochs"],
+                       train_wall_time_s=round(train_s, 3),
                        final_train_metrics=history[-1] if history else {})
 
 

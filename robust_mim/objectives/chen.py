@@ -15,7 +15,9 @@ This module holds what the pipeline needs beyond the pretext library
 - ``BACKBONES``: the classifier backbones a run may choose instead of the profile's ViT;
 - partial fine-tuning (`freeze_pretrained_blocks`) and the encoder export that `finetune
   --init` loads (`pretext_encoder_state`);
-- `grid_cell`: the P/F label of a fine-tuning run, written into its records.
+- `evaluate_pretext`: held-out pretext accuracy, clean and under PGD on the pretext loss;
+- `grid_cell` / `ensemble_cell`: the P/F label of a fine-tuning run (or ensemble) for its records;
+- `check_chen_config`: consistency of the ``chen`` section with the profile's other runs.
 
 F1–F4 need no methods of their own: F1/F3 use ``standard`` and F2/F4 ``pgd_at`` (registered in
 `robust_mim.objectives.mimir_methods`); a run is *partial* when it sets ``frozen_blocks``.

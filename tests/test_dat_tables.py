@@ -1,0 +1,79 @@
+"""Notebook 05's table layer (robust_mim.tables_dat): roles, relative mCE and the claims, from synthetic records."""
+from __future__ import annotations
+
+import pytest
+
+from robust_mim import tables_dat as td
+from robust_mim.corruptions import CORRUPTION_NAMES
+from robust_mim.records import make_record, provenance, write_record
+from robust_mim.report import RecordsMissing
+
+N = 400
+
+
+def write_corruption(root, model: str, init: str | None, method: str, clean: float, error: float) -> None:
+    """A corruption record as corruption-eval writes it: every corruption at severities 1 and 5; severity 5
+    and later corruptions get higher error (a fixed pattern scaled by ``error``)."""
+    rows = [{"corruption": c, "severity": s, "error": min(1.0, error * (1 + i / 30) * (0.8 if s == 1 else 1.2)),
+             "n_examples": N} for i, c in enumerate(CORRUPTION_NAMES) for s in (1, 5)]
+    for r in rows:
+        r.update(accuracy=1 - r["error"], n_correct=round((1 - r["error"]) * N))
+    rec = make_record(model, "corruption", "unit", rows, n_examples=N, params={}, paper=["dat"],
+                      provenance=provenance({}, 0, "cpu", 0.0), init=init, method=method, vq=None, epochs=3,
+                      clean_error=1 - clean, mCE=error, scale_note="unit", sanity_checks=[])
+    write_record(root / "records" / model / "corruption" / "corruption.json", rec)
+
+
+@pytest.fixture
+def results(tmp_path):
+    write_corruption(tmp_path, "std", None, "standard", clean=0.80, error=0.40)
+    write_corruption(tmp_path, "dat", None, "dat", clean=0.90, error=0.20)  # better on both, far beyond noise
+    write_corruption(tmp_path, "ft", "mae", "standard", clean=0.85, error=0.30)
+    write_corruption(tmp_path, "mdat", "mae", "dat", clean=0.85, error=0.30)  # identical to its reference
+    return tmp_path
+
+
+def test_roles_and_order_put_each_reference_before_its_dat_model(results):
+    _, models = td.load_dat(results, "unit")
+    assert list(models["model_id"]) == ["std", "dat", "ft", "mdat"]
+    assert list(models["role"]) == ["standard", "DAT", "MAE + fine-tune", "MAE + DAT"]
+    assert td.role(None, "pgd_at") == "PGD-AT" and td.role("nim", "pgd_at") == "NIM + PGD-AT"
+
+
+def test_relative_mce_is_100_for_the_baseline_and_scales_with_the_errors(results):
+    df, models = td.load_dat(results, "unit")
+    summary = td.summary_table(df, models)
+    assert summary.attrs["baseline"] == "std"
+    assert summary.loc["std", "mCE vs standard (%)"] == pytest.approx(100)
+    assert summary.loc["dat", "mCE vs standard (%)"] == pytest.approx(50, abs=0.01)  # every error halved
+    assert summary.loc["dat", "clean acc (%)"] == pytest.approx(90)
+    cells = td.corruption_cells(df)
+    mean = cells[cells["model_id"] == "ft"]["error"].mean() * 100
+    assert summary.loc["ft", "mean corruption error (%)"] == pytest.approx(mean, abs=0.01)
+    per = td.per_corruption_table(df, models)
+    assert list(per.index) == list(CORRUPTION_NAMES) + ["mean"] and per.loc["mean", "DAT"] < per.loc["mean", "standard"]
+    assert "<details>" in td.per_cell_html(df, models)
+
+
+def test_claims_need_every_dat_model_to_beat_its_reference_beyond_noise(results):
+    df, models = td.load_dat(results, "unit")
+    verdicts = td.claims(td.summary_table(df, models), models).set_index("claim")["verdict"]
+    assert verdicts["clean"].startswith("not reproduced") and "1 better, 1 within noise" in verdicts["clean"]
+    kept = models[models["model_id"].isin(["std", "dat"])]
+    verdicts = td.claims(td.summary_table(df, kept), kept).set_index("claim")["verdict"]
+    assert (verdicts == "reproduced at this scale").all()
+    none = models[models["method"] != "dat"]
+    assert (td.claims(td.summary_table(df, none), none)["verdict"] == "not yet run").all()
+
+
+def test_a_dat_model_worse_beyond_noise_is_reported_as_worse(tmp_path):
+    write_corruption(tmp_path, "std", None, "standard", clean=0.90, error=0.20)
+    write_corruption(tmp_path, "dat", None, "dat", clean=0.70, error=0.40)
+    df, models = td.load_dat(tmp_path, "unit")
+    verdicts = td.claims(td.summary_table(df, models), models).set_index("claim")["verdict"]
+    assert verdicts["clean"] == verdicts["mce"] == "not reproduced at this scale (DAT vs reference: 1 worse)"
+
+
+def test_missing_records_name_the_snakemake_target(tmp_path):
+    with pytest.raises(RecordsMissing, match="05_dat.ipynb"):
+        td.load_dat(tmp_path, "unit")
