@@ -46,6 +46,9 @@ def load_mimir_records(results_dir: str | Path, profile: str) -> pd.DataFrame:
     when there are no adaptive records.
     """
     df = load_records(results_dir, profile)
+    adaptive = df["_path"].str.contains("/mimir-adaptive/", regex=False)
+    if "pretraining" in df:  # other papers' records (e.g. NIM's σ sweeps) also name a pretraining
+        df["pretraining"] = df["pretraining"].where(adaptive)
     if "pretraining" not in df or df["pretraining"].isna().all():
         raise RecordsMissing(f"no MIMIR adaptive-attack records under {results_dir}: run `snakemake --cores 8 all "
                              f"--configfile config/{profile}.yaml` (rule attack_adaptive; models list papers: [mimir])")
