@@ -219,12 +219,13 @@ def plot_sigma_tradeoff(sweep: pd.DataFrame, title: str = "") -> plt.Figure:
         ax.plot(curve["sigma_255"], curve["clean"], "o-", color=c, label=f"{name}: clean")
         ax.plot(curve["sigma_255"], curve["pgd_eot"], "s--", color=c, label=f"{name}: PGD-EOT")
         bx.plot(curve["clean"], curve["pgd_eot"], "o-", color=c, label=name)
-        for _, r in curve.iterrows():
-            bx.annotate(f"{r['sigma_255']:g}", (r["clean"], r["pgd_eot"]), fontsize=7, xytext=(3, 3),
+        for _, r in curve.iloc[[0, -1]].iterrows():  # label the ends of each curve with σ_test·255
+            bx.annotate(f"σ={r['sigma_255']:g}", (r["clean"], r["pgd_eot"]), fontsize=7, color=c, xytext=(3, 3),
                         textcoords="offset points")
     eps = sweep["eps_255"].dropna().unique()
     ax.set(xlabel="σ_test (1/255)", ylabel="accuracy (%)", ylim=(-2, 102))
-    bx.set(xlim=(-2, 102), ylim=(-2, 102), xlabel="clean accuracy (%)", ylabel=f"PGD-EOT accuracy at ε = {', '.join(f'{e:g}' for e in eps)}/255 (%)")
+    bx.margins(0.15)
+    bx.set(xlabel="clean accuracy (%)", ylabel=f"PGD-EOT accuracy at ε = {', '.join(f'{e:g}' for e in eps)}/255 (%)")
     ax.legend(fontsize=7)
     bx.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
