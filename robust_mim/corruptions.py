@@ -528,7 +528,8 @@ def load_cifar10c(root: str | Path, name: str, severity: int) -> tuple[torch.Ten
     n = len(images) // 5
     block = slice((severity - 1) * n, severity * n)
     x = torch.from_numpy(np.asarray(images[block], dtype=np.float32) / 255).permute(0, 3, 1, 2)
-    return x.contiguous(), torch.from_numpy(np.asarray(labels[block], dtype=np.int64))
+    y = np.array(labels[block], dtype=np.int64)  # a copy: the .npy file may be memory-mapped (read-only)
+    return x.contiguous(), torch.from_numpy(y)
 
 
 def _load_npy(path: Path) -> np.ndarray:

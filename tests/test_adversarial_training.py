@@ -8,12 +8,7 @@ from robust_mim.objectives.adversarial import (pgd_at_loss, pgd_at_terms, trades
                                                trades_terms)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model():

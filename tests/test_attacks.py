@@ -8,51 +8,21 @@ from robust_mim.art_attacks import apgd, autoattack_style, square
 from robust_mim.attacks import (ATTACKS, BPDA, ExpectationOverTransformation, fgsm, pgd, predict_labels,
                                 straight_through)
 from robust_mim.errors import AttackInputError
+from tiny_models import NoisyInput
 
 
-def train_digits_cnn(x, y, epochs=4, seed=0):
-    """A small CNN trained for a few seconds on 16x16 digits (clean accuracy ~95%)."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y)).split(64):
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the CPU is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(digits16):
-    (xtr, ytr), (xte, yte) = digits16[0].tensors, digits16[1].tensors
-    return train_digits_cnn(xtr, ytr), xte, yte
+def trained(fresh_digits_cnn, digits16):
+    """The session's small digits CNN (a copy: tests may change it) and the whole test split."""
+    xte, yte = digits16[1].tensors
+    return fresh_digits_cnn(), xte, yte
 
 
 def acc(model, x, y):
     return (predict_labels(model, x) == y).float().mean().item()
-
-
-class NoisyInput(nn.Module):
-    """A randomized defense: Gaussian noise on the input, fresh on every call."""
-
-    def __init__(self, model, sigma):
-        super().__init__()
-        self.model, self.sigma = model, sigma
-
-    def forward(self, x):
-        return self.model(x + self.sigma * torch.randn_like(x))
 
 
 def quantize(x):

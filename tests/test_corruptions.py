@@ -22,13 +22,7 @@ RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion
 NOT_MSE_MONOTONE = {"glass_blur", "frost", "elastic_transform"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

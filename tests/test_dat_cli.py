@@ -25,12 +25,7 @@ VQ_RUN = {"id": "vq-tiny", "epochs": 2, **TRAIN, "downsample": 4, "codebook_size
           "eval_examples": 96, "recon_examples": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spec(run: dict, **extra) -> dict:

@@ -1,36 +1,21 @@
 """Evaluation suites, threat models and sanity checks (which must fail on a gradient-masking model)."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robust_mim.errors import AttackInputError
 from robust_mim.evaluation import accuracy, default_suite, run_suite, sanity_checks, tolerance
+from tiny_models import NoisyInput
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(digits16):
-    """A small CNN trained for a few seconds on 16x16 digits, and 200 test examples."""
-    (xtr, ytr), (xte, yte) = digits16[0].tensors, digits16[1].tensors
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(4):
-        for idx in torch.randperm(len(ytr)).split(64):
-            opt.zero_grad()
-            F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
-            opt.step()
-    return model.eval(), xte[:200], yte[:200]
+def trained(fresh_digits_cnn, digits16):
+    """The session's small digits CNN (a copy, trained for a few seconds), and 200 test examples."""
+    xte, yte = digits16[1].tensors
+    return fresh_digits_cnn(), xte[:200], yte[:200]
 
 
 class Rounded(nn.Module):
@@ -42,15 +27,6 @@ class Rounded(nn.Module):
 
     def forward(self, x):
         return self.model(torch.round(x * 4) / 4)
-
-
-class NoisyInput(nn.Module):
-    def __init__(self, model, sigma):
-        super().__init__()
-        self.model, self.sigma = model, sigma
-
-    def forward(self, x):
-        return self.model(x + self.sigma * torch.randn_like(x))
 
 
 def small_suite(**kw):

@@ -15,17 +15,12 @@ from robust_mim.objectives.mimir import (
     mimir_adversarial_input,
     mimir_loss,
 )
+from tiny_models import TinyClassifier, cyclic_batch, minimize, train_tiny_classifier
 
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not oversubscribe a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -67,50 +62,22 @@ def masked_mae_loss(ae: TinyAE, x_in: Tensor, x_target: Tensor, mask: Tensor) ->
 
 @pytest.fixture(scope="module")
 def trained_ae(digits) -> TinyAE:
+    """`TinyAE` trained for 150 steps on the masked-patch reconstruction loss; eval mode."""
     torch.manual_seed(0)
     x, _ = digits
     ae = TinyAE()
-    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
-    for step in range(150):
-        xb = x[(step * 64) % 448:(step * 64) % 448 + 64]
-        loss = masked_mae_loss(ae, xb, xb, patch_mask(len(xb)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    ae.zero_grad(set_to_none=True)
+
+    def loss_at(step: int) -> Tensor:
+        xb = cyclic_batch(x, step)
+        return masked_mae_loss(ae, xb, xb, patch_mask(len(xb)))
+
+    minimize(torch.optim.Adam(ae.parameters(), lr=3e-3), loss_at, 150)
     return ae.eval()
-
-
-class TinyClassifier(nn.Module):
-    """Project-style classifier: embed(x) -> [N, D], head: Linear, forward = head(embed)."""
-
-    def __init__(self, dim: int = 16, classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, dim, 3, 2, 1),
-                                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(dim, classes)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.features(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.embed(x))
 
 
 @pytest.fixture(scope="module")
 def trained_clf(digits) -> TinyClassifier:
-    torch.manual_seed(1)
-    x, y = digits
-    model = TinyClassifier()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(150):
-        i = torch.randint(0, len(x), (64,))
-        loss = F.cross_entropy(model(x[i]), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval()
+    return train_tiny_classifier(*digits).eval()
 
 
 def local_pgd(loss_fn, model: nn.Module, x: Tensor, y: Tensor, steps: int = 5, eps: float = EPS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from robust_mim.errors import ConfigError
 from robust_mim.models.mim import MaskedAutoencoder
@@ -12,17 +12,12 @@ from robust_mim.models.vit import vit_spec
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
 from robust_mim.objectives.mimir import hsic_normalized_cca, mimir_adversarial_input
 from robust_mim.objectives.mimir_methods import mimir_adversarial_example
+from tiny_models import TinyClassifier, cyclic_batch, minimize, train_tiny_classifier
 
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not oversubscribe a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -36,49 +31,18 @@ def trained_mae(data) -> MaskedAutoencoder:
     """Nano-ViT MAE trained briefly (MAE objective) on digits."""
     torch.manual_seed(0)
     mae = MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), [0.5] * 3, [0.5] * 3)
-    opt = torch.optim.AdamW(mae.parameters(), lr=5e-3)
-    x = data[0]
-    for step in range(100):
-        xb = x[(step * 64) % 448:(step * 64) % 448 + 64]
-        loss = mae(xb, xb, mask_ratio=0.75)[0]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    mae.zero_grad(set_to_none=True)
+
+    def loss_at(step: int) -> Tensor:
+        xb = cyclic_batch(data[0], step)
+        return mae(xb, xb, mask_ratio=0.75)[0]
+
+    minimize(torch.optim.AdamW(mae.parameters(), lr=5e-3), loss_at, 100)
     return mae
-
-
-class TinyClassifier(nn.Module):
-    """Project-style classifier: embed(x) -> [N, D], head: Linear, forward = head(embed); has dropout (mode matters)."""
-
-    def __init__(self, dim: int = 16, classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, dim, 3, 2, 1),
-                                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.drop = nn.Dropout(0.0)
-        self.head = nn.Linear(dim, classes)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.drop(self.features(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.embed(x))
 
 
 @pytest.fixture(scope="module")
 def trained_clf(data) -> TinyClassifier:
-    torch.manual_seed(1)
-    x, y = data
-    model = TinyClassifier()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        i = torch.randint(0, len(x), (64,))
-        loss = F.cross_entropy(model(x[i]), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    return model
+    return train_tiny_classifier(*data)
 
 
 def mae_loss_with_seed(mae: MaskedAutoencoder, x_in: Tensor, x: Tensor, seed: int) -> float:

@@ -18,15 +18,6 @@ MEAN, STD = [0.5] * 3, [0.5] * 3
 N_DRAWS = 200_000
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread for the training test (tiny matrices: extra threads only spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_mae() -> MaskedAutoencoder:
     return MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), MEAN, STD)
 

@@ -20,7 +20,7 @@ import torch
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.data import first_examples, num_classes
-from robust_mim.distributed import DistContext, shutdown
+from robust_mim.distributed import DistContext
 from robust_mim.engine import fit
 from robust_mim.errors import ConfigError
 from robust_mim.evaluation import run_suite, sanity_checks
@@ -36,10 +36,8 @@ from robust_mim.records import config_hash, make_record, provenance, write_recor
 # ----------------------------------------------------------------------------- pretrain-pretext
 def _pretext_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="pretrained backbone as encoder.* weights (.safetensors)")
-    p.add_argument("--run-dir", required=True, help="folder for checkpoint.pt and metrics.jsonl")
     p.add_argument("--record", required=True, help="record of the held-out pretext accuracy (.json)")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs the job was given (Snakemake resource gpu)")
-    p.add_argument("--log-file", dest="log", help="same as --log (torchrun's parser rejects --log as ambiguous)")
+    common.add_training_args(p)
 
 
 def build_pretext(spec: dict, n_classes: int) -> PretextModel:
@@ -55,15 +53,11 @@ def build_pretext(spec: dict, n_classes: int) -> PretextModel:
 @command("pretrain-pretext", _pretext_args)
 def pretrain_pretext(args: argparse.Namespace) -> None:
     """Pretrain a backbone on pretext tasks (rotation, jigsaw, selfie), standard or adversarial."""
-    spec, log = args.spec, common.make_logger(args.log)
-    ctx, device = common.launch(spec, args.gpus, log)
-    try:
-        _pretrain_pretext(args, spec, ctx, device, log if ctx.is_main else (lambda line: None))
-    finally:
-        shutdown()
+    common.run_training(args, _pretrain_pretext)
 
 
-def _pretrain_pretext(args: argparse.Namespace, spec: dict, ctx: DistContext, device: torch.device, log) -> None:
+def _pretrain_pretext(args: argparse.Namespace, spec: dict, ctx: DistContext, device: torch.device,
+                      log: common.Log) -> None:
     train_set = common.dataset(spec, "train")
     objective = spec["run"]["objective"]
     model = build_pretext(spec, num_classes(train_set))
@@ -129,18 +123,15 @@ def pgd_eval(args: argparse.Namespace) -> None:
     """TA and PGD ATA of one classifier or a softmax ensemble (Chen et al.'s protocol); one record."""
     spec, log = args.spec, common.make_logger(args.log)
     ev, dev = spec["chen_eval"], common.device(spec)
-    test_set = common.dataset(spec, "test")
-    x, y = first_examples(test_set, ev["n_examples"])
-    k = num_classes(test_set)
+    x, y, k = common.first_test_examples(spec, ev["n_examples"])
     model = load_members(spec, args.weights, k, dev)
-    generator = torch.Generator(device=dev).manual_seed(spec["seed"])
-    torch.manual_seed(spec["seed"])
+    generator = common.seeded_generator(spec, dev)
     log(f"pgd-eval {args.model_id}: {len(args.weights)} member(s), {ev['steps']}-step PGD on {len(y)} test images")
     result, = run_suite(model, x.to(dev), y.to(dev), pgd_suite(ev), generator=generator)
     checks = sanity_checks([result], k, False, large_eps=ev["large_eps_255"] / 255)
     write_record(args.out, _pgd_record(args, spec, result, checks, len(y), str(dev)))
     acc = {round(r["eps"] * 255, 2): round(r["accuracy"], 4) for r in result["rows"]}
-    log(f"accuracy by eps (1/255): {acc}; failed checks: {[c['check'] for c in checks if c['passed'] is False]}")
+    log(f"accuracy by eps (1/255): {acc}; failed checks: {common.failed_checks(checks)}")
 
 
 def _pgd_record(args: argparse.Namespace, spec: dict, result: dict, checks: list[dict], n: int, dev: str) -> dict:

@@ -1,25 +1,35 @@
 """Spec → objects: the only place where configuration values become library calls."""
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from robust_mim import distributed
-from robust_mim.data import load_dataset, num_classes
+from robust_mim.data import first_examples, load_dataset, num_classes
 from robust_mim.distributed import DistContext
 from robust_mim.engine import TrainConfig, pick_device
 from robust_mim.io import load_weights
 from robust_mim.models.classifier import ImageClassifier
 from robust_mim.models.mim import MaskedAutoencoder
 from robust_mim.models.vit import build_vit_encoder, vit_spec
-from robust_mim.records import config_hash
+from robust_mim.records import config_hash, make_record, provenance, write_record
+
+Log = Callable[[str], None]
+# a training command's work: (args, spec, process context, its device, log of the main process only)
+TrainingBody = Callable[[argparse.Namespace, dict[str, Any], DistContext, torch.device, Log], None]
+
+# (flag, help) of where an evaluation command writes: one record, or a folder of records
+OUT_RECORD = ("--out", "the record (.json)")
+OUT_DIR = ("--out-dir", "folder for one JSON record per attack + sanity.json")
 
 
-def make_logger(path: str | None) -> Callable[[str], None]:
+def make_logger(path: str | None) -> Log:
     """A ``log(line)`` that appends timestamped lines to ``path`` (stdout when None)."""
     def log(line: str) -> None:
         stamped = f"[{time.strftime('%H:%M:%S')}] {line}"
@@ -35,6 +45,13 @@ def make_logger(path: str | None) -> Callable[[str], None]:
 def dataset(spec: dict[str, Any], split: str) -> Dataset:
     d = spec["data"]
     return load_dataset(d["name"], d["root"], split, d["image_size"], d.get("download", False))
+
+
+def first_test_examples(spec: dict[str, Any], n: int | None) -> tuple[Tensor, Tensor, int]:
+    """The first ``n`` test images [n, 3, H, W] (all when None), their labels [n], and the number of classes."""
+    test_set = dataset(spec, "test")
+    x, y = first_examples(test_set, n)
+    return x, y, num_classes(test_set)
 
 
 def device(spec: dict[str, Any]) -> torch.device:
@@ -97,7 +114,7 @@ def lr_rule(spec: dict[str, Any]) -> str:
             f"{run['blr'] * run['batch_size'] / 256:.4g} (MAE's linear scaling rule)")
 
 
-def launch(spec: dict[str, Any], gpus: int, log: Callable[[str], None]) -> tuple[DistContext, torch.device]:
+def launch(spec: dict[str, Any], gpus: int, log: Log) -> tuple[DistContext, torch.device]:
     """Set up this training process: torchrun's environment, its device, the process group.
 
     A plain ``python`` launch is one process. Under ``torchrun`` each process takes
@@ -113,6 +130,68 @@ def launch(spec: dict[str, Any], gpus: int, log: Callable[[str], None]) -> tuple
         torch.set_num_threads(max(1, torch.get_num_threads() // ctx.local_world_size))
     distributed.init_process_group(ctx, dev)
     return ctx, dev
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """``--run-dir``, ``--gpus`` and ``--log-file``: the arguments of a command that `run_training` runs."""
+    p.add_argument("--run-dir", required=True, help="folder for checkpoint.pt and metrics.jsonl")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs the job was given (Snakemake resource gpu)")
+    p.add_argument("--log-file", dest="log", help="same as --log (torchrun's parser rejects --log as ambiguous)")
+
+
+def run_training(args: argparse.Namespace, body: TrainingBody) -> None:
+    """Run a training command's ``body`` in this process, plain ``python`` or one of torchrun's.
+
+    Sets the process up with `launch`, hands ``body`` a log that only the main process writes,
+    and shuts the process group down however ``body`` ends.
+    """
+    spec, log = args.spec, make_logger(args.log)
+    ctx, device = launch(spec, args.gpus, log)
+    try:
+        body(args, spec, ctx, device, log if ctx.is_main else (lambda line: None))
+    finally:
+        distributed.shutdown()
+
+
+def add_model_args(p: argparse.ArgumentParser, out: tuple[str, str] = OUT_RECORD) -> None:
+    """``--weights`` and ``--model-id`` of the evaluated classifier, and ``out`` = (flag, help) for its output."""
+    p.add_argument("--weights", required=True, help="classifier weights (.safetensors)")
+    p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
+    p.add_argument(out[0], required=True, help=out[1])
+
+
+def seeded_generator(spec: dict[str, Any], dev: torch.device) -> torch.Generator:
+    """A generator on ``dev`` seeded with the spec's seed; torch's global RNG is seeded too (for
+    draws that take no generator), so an evaluation is the same on every run."""
+    generator = torch.Generator(device=dev).manual_seed(spec["seed"])
+    torch.manual_seed(spec["seed"])
+    return generator
+
+
+def failed_checks(checks: list[dict[str, Any]]) -> list[str]:
+    """Names of the sanity checks that failed (``passed`` False; None means the check did not apply)."""
+    return [c["check"] for c in checks if c["passed"] is False]
+
+
+def write_attack_records(args: argparse.Namespace, spec: dict[str, Any], results: list[dict[str, Any]],
+                         checks: list[dict[str, Any]], n: int, dev: str, *, shared: dict[str, Any],
+                         fields: Callable[[dict[str, Any]], dict[str, Any]], sanity: str) -> None:
+    """One record per attack result in ``args.out_dir`` (``<evaluation>.json``) and one of the sanity checks.
+
+    Args:
+        results: `run_suite` / `run_evaluation` results of model ``args.model_id`` on ``n`` images.
+        checks: their sanity checks (the rows of ``sanity.json``, whose evaluation is ``sanity``).
+        shared: fields of every record (paper, method, sanity_checks...), after the result's own ``fields(r)``.
+    """
+    out = Path(args.out_dir)
+    for r in results:
+        write_record(out / f"{r['evaluation']}.json", make_record(
+            args.model_id, r["evaluation"], spec["profile"], r["rows"], n_examples=n, params=r["params"],
+            provenance=provenance(spec, spec["seed"], dev, r.get("wall_time_s", 0.0)), **fields(r), **shared))
+    rows = [{"check": c["check"], "passed": c["passed"], "details": c.get("details", {})} for c in checks]
+    write_record(out / "sanity.json", make_record(
+        args.model_id, sanity, spec["profile"], rows, n_examples=n, params={},
+        provenance=provenance(spec, spec["seed"], dev, 0.0), **shared))
 
 
 def run_hash(spec: dict[str, Any]) -> str:

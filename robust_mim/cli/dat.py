@@ -32,7 +32,7 @@ from robust_mim.attacks import predict_labels
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.corruptions import CORRUPTION_NAMES, corrupt, load_cifar10c
-from robust_mim.data import first_examples, num_classes
+from robust_mim.data import first_examples
 from robust_mim.defenses import build_defense
 from robust_mim.engine import fit
 from robust_mim.errors import CheckpointError, ConfigError
@@ -165,9 +165,7 @@ def _write_vq_record(args: argparse.Namespace, spec: dict, stats: dict[str, floa
 
 
 def _corruption_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="classifier weights (.safetensors)")
-    p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
-    p.add_argument("--out", required=True, help="the record (.json)")
+    common.add_model_args(p)
     p.add_argument("--denoiser", default=None, help="MAE weights of a De³ denoiser, when the model's defense uses one")
     p.add_argument("--vq", default=None, help="the run's VQ weights (used when its defense is vq: test-time Q)")
 
@@ -232,13 +230,12 @@ def corruption_sanity_checks(rows: list[dict[str, Any]], clean_error: float, n: 
 def corruption_eval(args: argparse.Namespace) -> None:
     """Error of one classifier on 15 corruptions × the configured severities (one record)."""
     spec, log = args.spec, common.make_logger(args.log)
-    cfg, run, dev = spec["dat"]["corruption"], spec["run"], common.device(spec)
+    cfg, dev = spec["dat"]["corruption"], common.device(spec)
     root = cfg.get("cifar10c_root")
-    test_set = common.dataset(spec, "test")
+    x, y, k = common.first_test_examples(spec, cfg["n_examples"])
     if root and spec["data"]["image_size"] != 32:
         raise ConfigError(f"dat.corruption.cifar10c_root needs 32x32 images, the profile has {spec['data']['image_size']}")
-    x, y = first_examples(test_set, cfg["n_examples"])
-    model = _evaluated_model(spec, args, num_classes(test_set), dev)
+    model = _evaluated_model(spec, args, k, dev)
     log(f"corruption-eval {args.model_id}: {len(CORRUPTION_NAMES)} corruptions x severities {cfg['severities']} "
         f"on {len(y)} images ({'CIFAR-10-C files' if root else 'generated'})")
     start = time.perf_counter()

@@ -19,7 +19,6 @@ from robust_mim.certify import (
 )
 from robust_mim.cli import command
 from robust_mim.cli import common
-from robust_mim.data import first_examples, num_classes
 from robust_mim.errors import ConfigError
 from robust_mim.records import make_record, provenance, write_record
 
@@ -27,10 +26,8 @@ PAPER_N = 100_000  # N of Cohen et al. (2019) and of DMAE's CIFAR-10 certificati
 
 
 def _certify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="classifier weights (.safetensors)")
-    p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
+    common.add_model_args(p, ("--out", "the certification record (.json)"))
     p.add_argument("--sigma", type=float, required=True, help="smoothing noise σ in [0, 1] pixel units")
-    p.add_argument("--out", required=True, help="the certification record (.json)")
 
 
 @command("certify", _certify_args)
@@ -38,12 +35,9 @@ def certify(args: argparse.Namespace) -> None:
     """Certify a Gaussian-smoothed classifier (Cohen et al. 2019 CERTIFY) and check it with PGD-EOT."""
     spec, log = args.spec, common.make_logger(args.log)
     cfg, dev = spec["dmae"], common.device(spec)
-    test_set = common.dataset(spec, "test")
-    x, y = first_examples(test_set, cfg["n_examples"])
-    smooth = Smooth(common.load_classifier(spec, args.weights, num_classes(test_set)).to(dev),
-                    num_classes(test_set), args.sigma)
-    generator = torch.Generator(device=dev).manual_seed(spec["seed"])
-    torch.manual_seed(spec["seed"])
+    x, y, k = common.first_test_examples(spec, cfg["n_examples"])
+    smooth = Smooth(common.load_classifier(spec, args.weights, k).to(dev), k, args.sigma)
+    generator = common.seeded_generator(spec, dev)
     log(f"certify {args.model_id} at sigma={args.sigma}: {len(y)} images, N0={cfg['n0']}, N={cfg['n']}, "
         f"alpha={cfg['alpha']}")
     t0 = time.perf_counter()
@@ -53,7 +47,7 @@ def certify(args: argparse.Namespace) -> None:
     attack_rows = empirical_check(smooth, x, images, cfg, generator)
     record = certification_record(args, spec, images, attack_rows, str(dev), t_cert, time.perf_counter() - t0)
     write_record(args.out, record)
-    failed = [c["check"] for c in record["sanity_checks"] if c["passed"] is False]
+    failed = common.failed_checks(record["sanity_checks"])
     log(f"certified accuracy {record['certified_accuracy']}; certify {t_cert:.1f}s, attack "
         f"{time.perf_counter() - t0 - t_cert:.1f}s; failed sanity checks: {', '.join(failed) or 'none'}")
 

@@ -2,23 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
-
-import torch
 
 from robust_mim.cli import command
 from robust_mim.cli import common
-from robust_mim.data import first_examples, num_classes
 from robust_mim.defenses import build_defense
 from robust_mim.evaluation import default_suite, run_suite, sanity_checks
-from robust_mim.records import make_record, provenance, write_record
 
 
 def _attack_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="classifier weights (.safetensors)")
-    p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
-    p.add_argument("--out-dir", required=True, help="folder for one JSON record per attack + sanity.json")
+    common.add_model_args(p, common.OUT_DIR)
     p.add_argument("--denoiser", default=None, help="MAE weights of a De³ denoiser, when the model uses one")
     p.add_argument("--vq", default=None, help="VQ weights of a model that quantizes its input (defense vq, paper 5)")
 
@@ -57,9 +49,7 @@ def attack(args: argparse.Namespace) -> None:
     """Attack one (possibly defended) classifier with the configured suite; write records."""
     spec, log = args.spec, common.make_logger(args.log)
     ev, run, dev = spec["evaluation"], spec["run"], common.device(spec)
-    test_set = common.dataset(spec, "test")
-    x, y = first_examples(test_set, ev["n_examples"])
-    k = num_classes(test_set)
+    x, y, k = common.first_test_examples(spec, ev["n_examples"])
     bare = common.load_classifier(spec, args.weights, k).to(dev)
     denoiser = common.load_mae(spec, args.denoiser).to(dev) if args.denoiser else None
     if args.vq and (run.get("defense") or {}).get("name") == "vq":  # test-time Q, attacked with BPDA
@@ -68,28 +58,23 @@ def attack(args: argparse.Namespace) -> None:
     defended, randomized = build_defense(run.get("defense"), bare, denoiser)
     surrogates = {"bare": bare} if defended is not bare else {}
     suite = suite_from_spec(ev, randomized, bool(surrogates))
-    generator = torch.Generator(device=dev).manual_seed(spec["seed"])
-    torch.manual_seed(spec["seed"])
+    generator = common.seeded_generator(spec, dev)
     log(f"attack {args.model_id}: {len(suite)} evaluations on {len(y)} test images, randomized={randomized}")
     results = run_suite(defended, x.to(dev), y.to(dev), suite, surrogates=surrogates, randomized=randomized,
                         generator=generator)
     checks = sanity_checks(results, k, randomized)
     _write(args, spec, results, checks, len(y), str(dev))
-    failed = [c["check"] for c in checks if c["passed"] is False]
-    log(f"wrote {len(results)} records; failed sanity checks: {', '.join(failed) or 'none'}")
+    log(f"wrote {len(results)} records; failed sanity checks: {', '.join(common.failed_checks(checks)) or 'none'}")
 
 
 def _write(args: argparse.Namespace, spec: dict, results: list[dict], checks: list[dict], n: int, dev: str) -> None:
-    out, run = Path(args.out_dir), spec["run"]
+    run = spec["run"]
     shared = {"paper": run.get("papers", []), "scale_note": spec["scale_note"], "defense": run.get("defense"),
               "init": run.get("init"), "method": run.get("method", {}).get("name"), "sanity_checks": checks}
-    for r in results:
-        prov = provenance(spec, spec["seed"], dev, r.get("wall_time_s", 0.0))
-        extra = {k: v for k, v in r.items() if k not in ("evaluation", "rows", "params", "wall_time_s")}
-        write_record(out / f"{r['evaluation']}.json", make_record(
-            args.model_id, r["evaluation"], spec["profile"], r["rows"], n_examples=n, params=r["params"],
-            provenance=prov, **extra, **shared))
-    rows = [{"check": c["check"], "passed": c["passed"], "details": c.get("details", {})} for c in checks]
-    write_record(out / "sanity.json", make_record(
-        args.model_id, "sanity", spec["profile"], rows, n_examples=n, params={},
-        provenance=provenance(spec, spec["seed"], dev, 0.0), **shared))
+    common.write_attack_records(args, spec, results, checks, n, dev, shared=shared, fields=_result_fields,
+                                sanity="sanity")
+
+
+def _result_fields(result: dict) -> dict:
+    """Everything a suite result says besides its name, rows, params and wall time (attack, threat model...)."""
+    return {k: v for k, v in result.items() if k not in ("evaluation", "rows", "params", "wall_time_s")}

@@ -14,7 +14,6 @@ Each attack runs per batch of ``mimir.batch_size`` images (HSIC is a batch stati
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -23,19 +22,15 @@ from torch import Tensor, nn
 from robust_mim.adaptive import feature_distance_loss, pgd_mi_loss
 from robust_mim.cli import command
 from robust_mim.cli import common
-from robust_mim.data import first_examples, num_classes
 from robust_mim.errors import ConfigError
 from robust_mim.evaluation import run_evaluation, sanity_checks
 from robust_mim.objectives.mimir_methods import hsic_estimator
-from robust_mim.records import make_record, provenance, write_record
 
 EntryFn = Callable[[Tensor], dict[str, Any]]  # clean batch [B, 3, H, W] -> suite entry
 
 
 def _adaptive_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="classifier weights (.safetensors)")
-    p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
-    p.add_argument("--out-dir", required=True, help="folder for one JSON record per attack + sanity.json")
+    common.add_model_args(p, common.OUT_DIR)
 
 
 def adaptive_entries(cfg: dict[str, Any]) -> list[tuple[EntryFn, dict[str, Any]]]:
@@ -96,13 +91,10 @@ def attack_adaptive(args: argparse.Namespace) -> None:
     cfg, run, dev = spec["mimir"], spec["run"], common.device(spec)
     if run.get("defense"):
         raise ConfigError(f"attack-adaptive targets undefended classifiers; '{run['id']}' has a defense")
-    test_set = common.dataset(spec, "test")
-    x, y = first_examples(test_set, cfg["n_examples"])
-    k = num_classes(test_set)
+    x, y, k = common.first_test_examples(spec, cfg["n_examples"])
     model = common.load_classifier(spec, args.weights, k).to(dev)
     x, y = x.to(dev), y.to(dev)
-    generator = torch.Generator(device=dev).manual_seed(spec["seed"])
-    torch.manual_seed(spec["seed"])
+    generator = common.seeded_generator(spec, dev)
     results = []
     for entry_for, described in adaptive_entries(cfg):
         res = evaluate_batched(model, x, y, entry_for, cfg["batch_size"], generator)
@@ -112,22 +104,14 @@ def attack_adaptive(args: argparse.Namespace) -> None:
             f"eps={r['eps'] * 255:g}/255 acc={r['accuracy']:.3f}" for r in res["rows"]))
     checks = sanity_checks(results, k, randomized=False)
     _write(args, spec, results, checks, len(y), str(dev))
-    failed = [c["check"] for c in checks if c["passed"] is False]
-    log(f"wrote {len(results)} records; failed sanity checks: {', '.join(failed) or 'none'}")
+    log(f"wrote {len(results)} records; failed sanity checks: {', '.join(common.failed_checks(checks)) or 'none'}")
 
 
 def _write(args: argparse.Namespace, spec: dict, results: list[dict], checks: list[dict], n: int, dev: str) -> None:
-    out, run = Path(args.out_dir), spec["run"]
+    run = spec["run"]
     shared = {"paper": run.get("papers", []), "scale_note": spec["scale_note"], "init": run.get("init"),
               "method": run.get("method", {}).get("name"), "method_params": run.get("method", {}),
               "pretraining": pretraining_label(spec.get("pretrain_objective")),
               "pretrain_objective": spec.get("pretrain_objective"), "sanity_checks": checks}
-    for r in results:
-        write_record(out / f"{r['evaluation']}.json", make_record(
-            args.model_id, r["evaluation"], spec["profile"], r["rows"], n_examples=n, params=r["params"],
-            provenance=provenance(spec, spec["seed"], dev, r["wall_time_s"]), attack=r["attack"],
-            threat_model=r["threat_model"], **shared))
-    rows = [{"check": c["check"], "passed": c["passed"], "details": c.get("details", {})} for c in checks]
-    write_record(out / "sanity.json", make_record(
-        args.model_id, "sanity-adaptive", spec["profile"], rows, n_examples=n, params={},
-        provenance=provenance(spec, spec["seed"], dev, 0.0), **shared))
+    common.write_attack_records(args, spec, results, checks, n, dev, shared=shared, sanity="sanity-adaptive",
+                                fields=lambda r: {"attack": r["attack"], "threat_model": r["threat_model"]})

@@ -8,17 +8,14 @@ import torch
 
 from robust_mim.cli import command
 from robust_mim.cli import common
-from robust_mim.data import first_examples, num_classes
 from robust_mim.errors import ConfigError
 from robust_mim.objectives.nim import pretraining_label, sigma_tradeoff
 from robust_mim.records import make_record, provenance, write_record
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="classifier weights (.safetensors)")
+    common.add_model_args(p)
     p.add_argument("--denoiser", required=True, help="MAE weights of the De³ denoiser")
-    p.add_argument("--model-id", required=True, help="stable model id used in records and tables")
-    p.add_argument("--out", required=True, help="the record (.json)")
 
 
 @command("sigma-sweep", _sweep_args)
@@ -28,9 +25,8 @@ def sigma_sweep(args: argparse.Namespace) -> None:
     ev, nim, dev = spec["evaluation"], spec["nim"], common.device(spec)
     if not nim["sigma_sweep_255"]:
         raise ConfigError("nim.sigma_sweep_255 is empty: list the σ_test values (1/255 units) to sweep")
-    test_set = common.dataset(spec, "test")
-    x, y = first_examples(test_set, nim["sweep_n_examples"])
-    classifier = common.load_classifier(spec, args.weights, num_classes(test_set)).to(dev)
+    x, y, k = common.first_test_examples(spec, nim["sweep_n_examples"])
+    classifier = common.load_classifier(spec, args.weights, k).to(dev)
     denoiser = common.load_mae(spec, args.denoiser).to(dev).requires_grad_(False)
     generator = torch.Generator(device=dev).manual_seed(spec["seed"])
     log(f"sigma-sweep {args.model_id}: σ_test·255 in {nim['sigma_sweep_255']}, PGD-{ev['steps']} "

@@ -3,38 +3,29 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from robust_mim.cli import command
 from robust_mim.cli import common
-from robust_mim.distributed import DistContext, shutdown
+from robust_mim.cli.common import Log
+from robust_mim.distributed import DistContext
 from robust_mim.engine import fit
 from robust_mim.io import load_weights, save_weights
 from robust_mim.models.classifier import load_encoder
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
 from robust_mim.records import config_hash
 
-Log = Callable[[str], None]
-
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="final weights (.safetensors)")
-    p.add_argument("--run-dir", required=True, help="folder for checkpoint.pt and metrics.jsonl")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs the job was given (Snakemake resource gpu)")
-    p.add_argument("--log-file", dest="log", help="same as --log (torchrun's parser rejects --log as ambiguous)")
+    common.add_training_args(p)
 
 
 @command("pretrain", _pretrain_args)
 def pretrain(args: argparse.Namespace) -> None:
     """Pretrain a masked autoencoder with the run's objective (MAE, NIM, DMAE, MIMIR)."""
-    spec, log = args.spec, common.make_logger(args.log)
-    ctx, device = common.launch(spec, args.gpus, log)
-    try:
-        _pretrain(args, spec, ctx, device, log if ctx.is_main else (lambda line: None))
-    finally:
-        shutdown()
+    common.run_training(args, _pretrain)
 
 
 def _pretrain(args: argparse.Namespace, spec: dict, ctx: DistContext, device: torch.device, log: Log) -> None:
@@ -58,12 +49,7 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
 @command("finetune", _finetune_args)
 def finetune(args: argparse.Namespace) -> None:
     """Train a classifier, from scratch or from a pretrained encoder, with the run's method."""
-    spec, log = args.spec, common.make_logger(args.log)
-    ctx, device = common.launch(spec, args.gpus, log)
-    try:
-        _finetune(args, spec, ctx, device, log if ctx.is_main else (lambda line: None))
-    finally:
-        shutdown()
+    common.run_training(args, _finetune)
 
 
 def _finetune(args: argparse.Namespace, spec: dict, ctx: DistContext, device: torch.device, log: Log) -> None:
