@@ -142,11 +142,14 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
 def run_training(args: argparse.Namespace, body: TrainingBody) -> None:
     """Run a training command's ``body`` in this process, plain ``python`` or one of torchrun's.
 
-    Sets the process up with `launch`, hands ``body`` a log that only the main process writes,
-    and shuts the process group down however ``body`` ends.
+    Sets the process up with `launch`, seeds torch's global RNG with the spec's seed (the model's
+    initial weights are drawn before the engine takes over the random streams, so two runs of one
+    spec, and every rank of one run, start from the same weights), hands ``body`` a log that only
+    the main process writes, and shuts the process group down however ``body`` ends.
     """
     spec, log = args.spec, make_logger(args.log)
     ctx, device = launch(spec, args.gpus, log)
+    torch.manual_seed(spec["seed"])
     try:
         body(args, spec, ctx, device, log if ctx.is_main else (lambda line: None))
     finally:

@@ -89,6 +89,7 @@ def train_vq(args: argparse.Namespace) -> None:
     spec, log = args.spec, common.make_logger(args.log)
     run, dev = spec["run"], common.device(spec)
     train_set, test_set = common.dataset(spec, "train"), common.dataset(spec, "test")
+    torch.manual_seed(spec["seed"])  # initial weights (and k-means codebook init) are the same on every run
     vq = build_vq(run)
     log(f"train-vq {run['id']}: {_arch(run)} on {len(train_set)} images; {common.lr_rule(spec)}")
     start = time.perf_counter()
