@@ -58,3 +58,22 @@ def test_resolve_run_overrides_shared_settings():
     assert resolve_run(section, "b")["epochs"] == 5
     with pytest.raises(ConfigError, match="unknown run 'c'"):
         resolve_run(section, "c")
+
+
+def test_every_cli_command_is_mapped_to_the_module_that_registers_it():
+    from robust_mim.cli import COMMAND_MODULES, COMMANDS, build_parser
+
+    build_parser()  # imports every command module
+    assert set(COMMANDS) == set(COMMAND_MODULES)
+    for name, (fn, _) in COMMANDS.items():
+        assert fn.__module__ == f"robust_mim.cli.{COMMAND_MODULES[name]}", name
+
+
+def test_a_cli_job_imports_only_its_own_command_module():
+    import subprocess
+    import sys
+
+    code = ("import sys; from robust_mim.cli import build_parser; build_parser(['finetune', '--help']); "
+            "print(sorted(m for m in sys.modules if m.startswith('robust_mim.cli.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "robust_mim.cli.train" in out and "robust_mim.cli.report" not in out and "robust_mim.cli.dat" not in out

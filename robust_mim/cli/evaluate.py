@@ -29,9 +29,12 @@ def suite_from_spec(ev: dict, randomized: bool, has_bare: bool) -> list[dict]:
         restarts=ev["restarts"], strong_steps_factor=ev["strong_steps_factor"], strong_restarts=ev["strong_restarts"],
         eot_samples=ev["eot_samples"], autoattack=False, square_queries=ev["square_queries"], batch_size=bs)
     headline = [ev["headline_eps_255"] / 255]
-    for entry in suite:  # the 5x-steps PGD only needs the headline ε for its sanity check
+    square_eps = [e / 255 for e in ev.get("square_eps_255") or ev["eps_255"]]
+    for entry in suite:  # the 5x-steps PGD needs only the headline ε for its sanity check; Square its own grid
         if entry["name"].endswith("-strong"):
             entry["eps"] = headline
+        elif entry["attack"] == "square":
+            entry["eps"] = square_eps
     if ev["autoattack"]:
         suite.append({"name": "autoattack-style-linf", "attack": "autoattack-style", "threat_model": "white-box",
                       "eps": headline, "norm": "linf", "steps": ev["apgd_steps"],
