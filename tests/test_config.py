@@ -43,6 +43,28 @@ def test_schema_rejects_a_bad_config_with_a_readable_message(repo, schema, mutat
     assert msg.startswith(f"config error at {where}:") and "\n" not in msg
 
 
+@pytest.mark.parametrize("mutate, where, says", [
+    (lambda c: c["finetune"]["runs"]["at-scratch"].update(mixup_alpha=0.8), "finetune.runs.at-scratch",
+     "set mixup_alpha to 0"),
+    (lambda c: c["finetune"].update(label_smoothing=0.1), "finetune.runs.at-scratch", "set label_smoothing to 0"),
+    (lambda c: c["pretrain"]["runs"]["nim-gamma"].update(norm_pix_loss=True), "finetune.runs.nim-gamma-de3",
+     "pretrained with norm_pix_loss"),
+])
+def test_cross_key_mistakes_are_one_config_error_line(repo, schema, mutate, where, says):
+    cfg = _load(repo, "smoke")
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, schema)
+    msg = str(err.value)
+    assert msg.startswith(f"config error at {where}:") and says in msg and "\n" not in msg
+
+
+def test_soft_targets_stay_allowed_for_standard_fine_tuning(repo, schema):
+    cfg = _load(repo, "smoke")
+    cfg["finetune"]["runs"]["mae-ft"].update(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
+    assert validate_config(cfg, schema)["finetune"]["runs"]["mae-ft"]["mixup_alpha"] == 0.8
+
+
 def test_every_schema_property_has_a_description(schema):
     def walk(node, path):
         for key, sub in node.get("properties", {}).items():
