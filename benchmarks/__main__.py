@@ -4,7 +4,7 @@ Runs, in one process with a fixed number of torch threads:
 
 - ``engine``:   training-step throughput, `robust_mim.engine` vs a plain PyTorch + timm loop;
 - ``mae``:      MAE step with the encoder on visible tokens (mask 0.75) vs all tokens (mask 0);
-- ``pgd``:      PGD-10 of `robust_mim.attacks` vs ART's ``ProjectedGradientDescentPyTorch``;
+- ``pgd``:      PGD-10 of `robust_mim.attacks` vs ART's ``ProjectedGradientDescentPyTorch`` and ``...Numpy``;
 - ``certify``:  batched randomized-smoothing CERTIFY vs a per-sample loop;
 - ``gpu``:      training MFU on a GPU (skipped without CUDA);
 - ``pipeline``: wall time and peak memory of every job of ``snakemake all`` (from its benchmark files).
@@ -113,10 +113,12 @@ def _mae_rows(r: dict) -> list[dict]:
 def _pgd_rows(r: dict) -> list[dict]:
     rows = []
     for run in r["runs"]:
-        ours = next(v for k, v in run["results"].items() if k.startswith("robust_mim"))
-        art = next(v for k, v in run["results"].items() if not k.startswith("robust_mim"))
-        rows.append(_row(f"pgd/{run['model']}", f"{ours['examples_per_s']:.1f} ex/s", f"{art['examples_per_s']:.1f} ex/s",
-                         run["ratio"], f">= {run['target_ratio']}", f"ART; batch {run['batch_size']}"))
+        ours = run["results"]["robust_mim.attacks.pgd"]
+        for baseline, ratio, suffix in (("PyTorch", "ratio", ""), ("Numpy", "ratio_numpy", "/art-numpy")):
+            art = run["results"][f"ART ProjectedGradientDescent{baseline}"]
+            rows.append(_row(f"pgd/{run['model']}{suffix}", f"{ours['examples_per_s']:.1f} ex/s",
+                             f"{art['examples_per_s']:.1f} ex/s", run[ratio], f">= {run['target_ratio']}",
+                             f"ART {baseline} PGD; batch {run['batch_size']}"))
     return rows
 
 

@@ -209,3 +209,19 @@ def test_pgd_eot_respects_true_certificates_and_breaks_inflated_ones():
     inflated = attack_certified_points(smooth, x, y, [2.5 * r for r in radii], steps=10, noise_samples=8,
                                        n=1000, alpha=0.001, batch_size=500, generator=gen)
     assert certificate_check(inflated, alpha=0.001)[0]["passed"] is False
+
+
+def test_dmae_claims_compare_certified_accuracies_with_the_binomial_noise():
+    import pandas as pd
+
+    from robust_mim.tables_dmae import _beats
+
+    best = pd.DataFrame({"r=0.25": [16.0, 15.0, 60.0, 10.0], "r=0.5": [10.0, 9.0, 40.0, 5.0]},
+                        index=["a-close", "b", "a-far", "a-worse"])
+    radii = (0.25, 0.5)
+    assert _beats(best, "a-close", "b", radii, n=100)[0].startswith("inconclusive")
+    status, evidence = _beats(best, "a-far", "b", radii, n=100)
+    assert status == "reproduced at this scale" and "noise ±" in evidence and "100 images" in evidence
+    assert _beats(best.assign(**{"r=0.25": [16.0, 50.0, 60.0, 10.0]}), "a-worse", "b", radii, n=100)[0] \
+        == "not reproduced at this scale"
+    assert _beats(best, "a-close", "b", radii, n=100_000)[0] == "reproduced at this scale"  # 1 point is real at n=1e5

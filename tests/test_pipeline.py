@@ -1,5 +1,6 @@
 """End to end: the whole Snakemake pipeline on config/test.yaml in a temporary folder."""
 import json
+import os
 import subprocess
 import sys
 
@@ -51,3 +52,23 @@ def test_a_bad_config_stops_with_one_readable_line(tmp_path):
     assert run.returncode != 0
     lines = [s for s in run.stderr.splitlines() if "config error" in s]
     assert lines and "pretrain.epochs" in lines[0] and "minimum" in lines[0]
+
+
+def _planned_jobs(run: subprocess.CompletedProcess) -> dict[str, int]:
+    """``{rule: count}`` from the "Job stats" table of a dry run."""
+    text = (run.stdout + run.stderr).split("Job stats:")[-1]
+    rows = [line.split() for line in text.splitlines()[3:]]
+    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit() and r[0] != "total"}
+
+
+def test_editing_one_notebook_reruns_only_that_notebook(pipeline):
+    notebook = REPO / "notebooks" / "01_nim_de3.ipynb"
+    stat = notebook.stat()
+    try:
+        os.utime(notebook, (stat.st_atime, stat.st_mtime + 3600))  # as if edited after the run
+        run = snakemake(pipeline, "-n", "all")
+    finally:
+        os.utime(notebook, (stat.st_atime, stat.st_mtime))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _planned_jobs(run) == {"notebook_run": 1, "report_notebook_html": 1, "all": 1}
+    assert "wildcards: notebook=01_nim_de3" in run.stdout
