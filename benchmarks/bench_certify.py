@@ -1,6 +1,7 @@
 """Certification throughput: batched ``Smooth.certify`` vs a per-sample loop.
 
-Both certify the same images with the same small CNN, N0, N and α. The reference loop draws
+Both certify the same images with the same model (``--model``: a small CIFAR CNN at 32x32, or
+the smoke profile's micro ViT at 16x16), N0, N and α. The reference loop draws
 one noise sample per forward pass with autograd left on, the way a first implementation
 often looks; ``Smooth.certify`` draws ``--batch-size`` samples per forward pass under
 ``torch.inference_mode()``. Throughput is noise samples (N0 + N per image) per second. Each
@@ -35,6 +36,19 @@ def small_cnn(num_classes: int = 10) -> nn.Module:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
 
 
+def smoke_vit(num_classes: int = 10) -> nn.Module:
+    """The smoke profile's certified model: ``vit_micro_patch4_16`` (16x16 inputs, normalisation inside)."""
+    from robust_mim.models.classifier import ImageClassifier
+    from robust_mim.models.vit import build_vit_encoder, vit_spec
+
+    spec = vit_spec("vit_micro_patch4_16")
+    return ImageClassifier(build_vit_encoder(spec), spec.embed_dim, num_classes, (0.5,) * 3, (0.5,) * 3)
+
+
+# name -> (builder, input size or None for --image-size)
+MODELS: dict[str, tuple] = {"cnn": (small_cnn, None), "vit": (smoke_vit, 16)}
+
+
 def certify_per_sample(model: nn.Module, x: torch.Tensor, num_classes: int, sigma: float,
                        n0: int, n: int, alpha: float) -> tuple[int, float]:
     """CERTIFY with one noise draw per forward pass and no inference mode (the baseline)."""
@@ -61,6 +75,8 @@ def time_certify(fn, images: torch.Tensor) -> float:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="cnn",
+                        help="cnn: a small CIFAR CNN; vit: the smoke profile's micro ViT at 16x16 (fixes the size)")
     parser.add_argument("--num-images", type=int, default=2)
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--n", type=int, default=1000)
@@ -79,8 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    model = small_cnn().eval().to(device)
-    images = torch.rand(args.num_images, 3, args.image_size, args.image_size, device=device)
+    build, size = MODELS[args.model]
+    size = size or args.image_size
+    model = build().eval().to(device)
+    images = torch.rand(args.num_images, 3, size, size, device=device)
     smooth = Smooth(model, num_classes=10, sigma=args.sigma)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     samples = args.num_images * (args.n0 + args.n)
@@ -96,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
             runs[name].append(time_certify(fn, images))
     batched_s, loop_s = statistics.median(runs["batched"]), statistics.median(runs["per_sample_loop"])
     result = {
-        "benchmark": "certify_throughput", "model": "small_cnn (3 conv + linear)",
-        "images": args.num_images, "image_size": args.image_size, "n0": args.n0, "n": args.n,
+        "benchmark": "certify_throughput",
+        "model": {"cnn": "small_cnn (3 conv + linear)", "vit": "vit_micro_patch4_16 (smoke)"}[args.model],
+        "model_key": args.model, "images": args.num_images, "image_size": size, "n0": args.n0, "n": args.n,
         "alpha": args.alpha, "sigma": args.sigma, "batch_size": args.batch_size,
         "noise_samples": samples,
         "repeats": args.repeats,
