@@ -279,7 +279,8 @@ def _claim(key: str, column: str, summary: pd.DataFrame, models: pd.DataFrame, l
         ours, verdict = f"{column}: " + "; ".join(lines), "reproduced at this scale"
     else:
         counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("better", "within noise", "worse") if o in outcomes)
-        ours, verdict = f"{column}: " + "; ".join(lines), f"not reproduced at this scale (DAT vs reference: {counts})"
+        status = "not reproduced at this scale" if "worse" in outcomes else "inconclusive at this scale (within noise)"
+        ours, verdict = f"{column}: " + "; ".join(lines), f"{status} (DAT vs reference: {counts})"
     return {"claim": key, "paper (its scale)": PAPER_CLAIMS[key], "ours (this scale)": ours, "verdict": verdict}
 
 

@@ -58,7 +58,8 @@ def test_relative_mce_is_100_for_the_baseline_and_scales_with_the_errors(results
 def test_claims_need_every_dat_model_to_beat_its_reference_beyond_noise(results):
     df, models = td.load_dat(results, "unit")
     verdicts = td.claims(td.summary_table(df, models), models).set_index("claim")["verdict"]
-    assert verdicts["clean"].startswith("not reproduced") and "1 better, 1 within noise" in verdicts["clean"]
+    # not every DAT model is better, none is worse: inconclusive, which the claims table shows as within noise
+    assert verdicts["clean"].startswith("inconclusive") and "1 better, 1 within noise" in verdicts["clean"]
     kept = models[models["model_id"].isin(["std", "dat"])]
     verdicts = td.claims(td.summary_table(df, kept), kept).set_index("claim")["verdict"]
     assert (verdicts == "reproduced at this scale").all()
