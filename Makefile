@@ -1,5 +1,6 @@
 # Set-up in one command each:  `make all` (the pipeline)  and  `make test` (the test suite).
-# Both create a local virtual environment in .venv on first use and reuse it afterwards.
+# Both create a local virtual environment in .venv on first use and reuse it afterwards, with the
+# exact versions of requirements.lock (reinstalled when the lock or pyproject.toml changes).
 PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
@@ -17,10 +18,12 @@ test: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(VENV)/bin/python -m pip check
 	touch $(STAMP)
 
 bench: $(STAMP)

@@ -8,9 +8,11 @@ read them with `read_records` and never recompute.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
+import re
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,8 +25,9 @@ from robust_mim.io import atomic_write_text
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("model_id", "evaluation", "profile", "rows", "n_examples", "params", "provenance")
 PROVENANCE_KEYS = ("git_commit", "config_hash", "seed", "versions", "device", "wall_time_s", "date")
-TRACKED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "adversarial-robustness-toolbox",
-                    "vector-quantize-pytorch", "robust_mim")
+TRACKED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "adversarial-robustness-toolbox", "pyautoattack",
+                    "vector-quantize-pytorch", "safetensors", "robust_mim")
+LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements.lock"
 
 
 def config_hash(spec: Any) -> str:
@@ -58,9 +61,45 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.lru_cache(maxsize=1)
+def lock_status(lock: Path = LOCK_FILE) -> dict[str, Any]:
+    """Whether the installed packages are exactly those of ``requirements.lock``.
+
+    Returns ``{"lock_sha256": first 12 hex digits of the lock file (or "missing"),
+    "matches_lock": bool | None, "differs_from_lock": ["name==locked (installed x)", ...]}``;
+    None when there is no lock file (an installed wheel outside the checkout).
+    """
+    if not lock.is_file():
+        return {"lock_sha256": "missing", "matches_lock": None, "differs_from_lock": []}
+    text = lock.read_text(encoding="utf-8")
+    have = {_canonical(d.metadata["Name"] or ""): d.version for d in metadata.distributions()}
+    differs = []
+    for line in text.splitlines():
+        name, _, pinned = line.split(";")[0].strip().partition("==")
+        if not pinned or name.startswith("#") or not _marker_applies(line):
+            continue
+        installed = have.get(_canonical(name), "not installed")
+        if installed != pinned.strip():
+            differs.append(f"{name}=={pinned.strip()} (installed {installed})")
+    return {"lock_sha256": hashlib.sha256(text.encode()).hexdigest()[:12], "matches_lock": not differs,
+            "differs_from_lock": differs}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _marker_applies(line: str) -> bool:
+    if ";" not in line:
+        return True
+    from packaging.markers import Marker
+    return Marker(line.split(";", 1)[1]).evaluate()
+
+
 def provenance(spec: Any, seed: int, device: str, wall_time_s: float) -> dict[str, Any]:
     """Provenance block for a record produced from configuration ``spec``."""
     return {**git_commit(), "config_hash": config_hash(spec), "seed": seed, "versions": package_versions(),
+            "environment": lock_status(),
             "device": device, "host": platform.node(), "wall_time_s": round(wall_time_s, 3),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

@@ -25,3 +25,44 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     assert "make test" in readme and "make all" in readme
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def _locked() -> dict[str, str]:
+    """requirements.lock as {normalised name: exact version}."""
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier  # exactly one clause: ==version
+            assert spec.operator == "==", f"{line!r} is not an exact pin"
+            pins[_canonical(req.name)] = spec.version
+    return pins
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_lock_pins_every_dependency_within_pyproject_ranges():
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    locked = _locked()
+    for line in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        req = Requirement(line)
+        name = _canonical(req.name)
+        assert name in locked, f"{req.name} is in pyproject.toml but not in requirements.lock"
+        assert req.specifier.contains(locked[name], prereleases=True), \
+            f"requirements.lock pins {req.name}=={locked[name]}, outside pyproject's '{req.specifier}'"
+
+
+def test_lock_pins_the_torch_a_fresh_machine_installs_without_a_download():
+    locked = _locked()
+    assert (locked["torch"], locked["torchvision"]) == ("2.14.1", "0.29.1")
+
+
+def test_make_installs_the_lock():
+    makefile = (REPO / "Makefile").read_text()
+    assert "-r requirements.lock" in makefile and "--no-deps -e ." in makefile

@@ -39,3 +39,18 @@ def test_a_record_without_provenance_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="provenance.seed"):
         write_record(tmp_path / "x.json", rec)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_provenance_records_whether_the_environment_matches_the_lock(tmp_path):
+    from importlib import metadata
+
+    from robust_mim.records import LOCK_FILE, lock_status, provenance
+
+    env = provenance({"a": 1}, seed=0, device="cpu", wall_time_s=1.0)["environment"]
+    assert env["lock_sha256"] != "missing" and LOCK_FILE.name == "requirements.lock"
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"# header\ntorch=={metadata.version('torch')}\nnumpy==0.0.1\n"
+                    'nvidia-fake==1.0 ; platform_system == "Nowhere"\n')
+    status = lock_status.__wrapped__(lock)
+    assert status["matches_lock"] is False
+    assert status["differs_from_lock"] == [f"numpy==0.0.1 (installed {metadata.version('numpy')})"]
