@@ -8,6 +8,7 @@ naming the key path, e.g. ``config error at pretrain.epochs: -1 is less than the
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from robust_mim.errors import ConfigError
@@ -29,6 +30,31 @@ def _with_defaults(validator_class):
     return validators.extend(validator_class, {"properties": set_defaults})
 
 
+def with_override_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add ``<name>_override`` to ``$defs`` for every definition with ``properties``: the same keys and
+    types without defaults. A run references the override form, so it may set any shared key, a
+    misspelled key is an error, and an unset key inherits the section's value (not the schema default)."""
+    schema = copy.deepcopy(schema)
+    defs = schema.get("$defs", {})
+    for name, definition in list(defs.items()):
+        if "properties" in definition and not name.endswith("_override"):
+            props = {k: {kk: vv for kk, vv in v.items() if kk != "default"} for k, v in definition["properties"].items()}
+            defs[f"{name}_override"] = {**{k: v for k, v in definition.items() if k != "properties"}, "properties": props}
+    return schema
+
+
+def _message(err) -> str:
+    """One line for the first schema violation (misspelled keys and bad ids said plainly)."""
+    where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "pattern" and "propertyNames" in err.absolute_schema_path:
+        return (f"config error at {where}: id {err.instance!r} may hold only letters, digits, '.', '_' and '-' "
+                "(ids name folders and appear in shell commands)")
+    if err.validator in ("additionalProperties", "unevaluatedProperties"):
+        keys = ", ".join(repr(k) for k in sorted(set(re.findall(r"'([^']*)'", err.message))))
+        return f"config error at {where}: unknown key {keys} (misspelled? config/schema.yaml lists every key)"
+    return f"config error at {where}: {err.message}"
+
+
 def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of ``config`` with schema defaults filled in; raise ConfigError if invalid."""
     from jsonschema import Draft202012Validator
@@ -36,14 +62,61 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str,
     if not isinstance(config, dict):
         raise ConfigError(f"config error: expected a mapping at the top level, got {type(config).__name__}")
     filled = copy.deepcopy(config)
-    validator = _with_defaults(Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(filled), key=lambda e: (len(e.path), list(map(str, e.path))))
+    validator = _with_defaults(Draft202012Validator)(with_override_defs(schema))
+    errors = sorted(validator.iter_errors(filled), key=lambda e: (-len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
-        err = errors[0]
-        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-        raise ConfigError(f"config error at {where}: {err.message}")
+        raise ConfigError(_message(errors[0]))
+    check_run_references(filled)
     check_finetune_runs(filled)
+    check_model_and_batches(filled)
     return filled
+
+
+def _train_sections(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every section whose runs train a model: name as written in the config -> section."""
+    return {"pretrain": config.get("pretrain") or {}, "finetune": config.get("finetune") or {},
+            "chen.pretrain": (config.get("chen") or {}).get("pretrain") or {},
+            "dat.vq": (config.get("dat") or {}).get("vq") or {}}
+
+
+def check_run_references(config: dict[str, Any]) -> None:
+    """Ids a run names (init, denoiser, vq, ensemble members) exist; ids are unique across sections."""
+    sections = _train_sections(config)
+    ids = {name: set(section.get("runs") or {}) for name, section in sections.items()}
+    shared = ids["pretrain"] & ids["chen.pretrain"]
+    if shared:
+        raise ConfigError(f"config error at chen.pretrain.runs: ids {sorted(shared)} are also pretrain.runs ids")
+    known = {"init": ids["pretrain"] | ids["chen.pretrain"], "denoiser": ids["pretrain"], "vq": ids["dat.vq"]}
+    for run_id, run in (sections["finetune"].get("runs") or {}).items():
+        for key, allowed in known.items():
+            ref = (run or {}).get(key)
+            if ref is not None and ref not in allowed:
+                raise ConfigError(f"config error at finetune.runs.{run_id}.{key}: unknown run '{ref}' "
+                                  f"(known: {', '.join(sorted(allowed)) or 'none'})")
+    for ens, members in ((config.get("chen") or {}).get("ensembles") or {}).items():
+        unknown = sorted(set(members) - ids["finetune"])
+        if unknown:
+            raise ConfigError(f"config error at chen.ensembles.{ens}: unknown finetune runs {unknown}")
+
+
+def check_model_and_batches(config: dict[str, Any]) -> None:
+    """The model is registered and takes the profile's image size; every multi-GPU batch divides evenly."""
+    from robust_mim.models.vit import VITS
+
+    arch, size = config["model"]["arch"], config["data"]["image_size"]
+    if arch not in VITS:
+        raise ConfigError(f"config error at model.arch: unknown model '{arch}' (known: {', '.join(VITS.names())})")
+    spec = VITS.get(arch)()
+    if spec.img_size != size:
+        raise ConfigError(f"config error at data.image_size: {size} does not match model '{arch}', which takes "
+                          f"{spec.img_size}x{spec.img_size} images")
+    for name, section in _train_sections(config).items():
+        for run_id in section.get("runs") or {}:
+            run = resolve_run(section, run_id)
+            gpus, batch = run.get("gpus") or 0, run.get("batch_size")
+            if gpus > 1 and batch and batch % gpus:
+                raise ConfigError(f"config error at {name}.runs.{run_id}: batch_size {batch} does not divide "
+                                  f"evenly over {gpus} GPUs")
 
 
 HARD_LABEL_METHODS = ("pgd_at", "trades", "dat")  # their attacks take integer labels [N], not soft targets

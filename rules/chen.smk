@@ -60,8 +60,8 @@ rule pretrain_pretext:
         "../environment.yml"
     shell:
         "{params.launcher} -m robust_mim.cli pretrain-pretext --spec {params.spec:q} --threads {threads} "
-        "--log-file {log} --gpus {resources.gpu} --out {output.weights} --record {output.record} "
-        "--run-dir {params.run_dir}"
+        "--log-file {log:q} --gpus {resources.gpu} --out {output.weights:q} --record {output.record:q} "
+        "--run-dir {params.run_dir:q}"
 
 
 rule attack_chen_pgd:
@@ -84,5 +84,5 @@ rule attack_chen_pgd:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli pgd-eval --spec {params.spec:q} --threads {threads} --log {log} "
-        "--weights {input.weights} --model-id {wildcards.chen_model} --out {output}"
+        "python -m robust_mim.cli pgd-eval --spec {params.spec:q} --threads {threads} --log {log:q} "
+        "--weights {input.weights:q} --model-id {wildcards.chen_model:q} --out {output:q}"

@@ -1,6 +1,7 @@
 # Configuration, validation and the small get_* helpers every rule file uses.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def launcher(gpus):
 
 
 def optional_flags(inputs, names):
-    return " ".join(f"--{n} {inputs[n]}" for n in names if n in inputs.keys())
+    """``--name path`` for each named input present, paths shell-quoted."""
+    return " ".join(f"--{n} {shlex.quote(str(inputs[n]))}" for n in names if n in inputs.keys())
 
 
 def models_of(paper):

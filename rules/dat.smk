@@ -22,8 +22,8 @@ rule train_vq:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli train-vq --spec {params.spec:q} --threads {threads} --log {log} "
-        "--out {output.weights} --run-dir {params.run_dir} --record {output.record} --figure {output.figure}"
+        "python -m robust_mim.cli train-vq --spec {params.spec:q} --threads {threads} --log {log:q} "
+        "--out {output.weights:q} --run-dir {params.run_dir:q} --record {output.record:q} --figure {output.figure:q}"
 
 
 rule corruption_eval:
@@ -46,5 +46,5 @@ rule corruption_eval:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli corruption-eval --spec {params.spec:q} --threads {threads} --log {log} "
-        "--weights {input.weights} --model-id {wildcards.model} --out {output} {params.flags}"
+        "python -m robust_mim.cli corruption-eval --spec {params.spec:q} --threads {threads} --log {log:q} "
+        "--weights {input.weights:q} --model-id {wildcards.model:q} --out {output:q} {params.flags}"

@@ -37,5 +37,5 @@ rule certify_smoothed:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli certify --spec {params.spec:q} --threads {threads} --log {log} "
-        "--weights {input.weights} --model-id {wildcards.model} --sigma {wildcards.sigma} --out {output}"
+        "python -m robust_mim.cli certify --spec {params.spec:q} --threads {threads} --log {log:q} "
+        "--weights {input.weights:q} --model-id {wildcards.model:q} --sigma {wildcards.sigma:q} --out {output:q}"

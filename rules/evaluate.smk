@@ -18,5 +18,5 @@ rule attack_eval:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli attack --spec {params.spec:q} --threads {threads} --log {log} "
-        "--weights {input.weights} --model-id {wildcards.model} --out-dir {output} {params.flags}"
+        "python -m robust_mim.cli attack --spec {params.spec:q} --threads {threads} --log {log:q} "
+        "--weights {input.weights:q} --model-id {wildcards.model:q} --out-dir {output:q} {params.flags}"

@@ -21,5 +21,5 @@ rule finetune_classifier:
     conda:
         "../environment.yml"
     shell:
-        "{params.launcher} -m robust_mim.cli finetune --spec {params.spec:q} --threads {threads} --log-file {log} "
-        "--gpus {resources.gpu} --out {output.weights} --run-dir {params.run_dir} {params.flags}"
+        "{params.launcher} -m robust_mim.cli finetune --spec {params.spec:q} --threads {threads} --log-file {log:q} "
+        "--gpus {resources.gpu} --out {output.weights:q} --run-dir {params.run_dir:q} {params.flags}"

@@ -40,5 +40,5 @@ rule attack_adaptive:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli attack-adaptive --spec {params.spec:q} --threads {threads} --log {log} "
-        "--weights {input.weights} --model-id {wildcards.model} --out-dir {output}"
+        "python -m robust_mim.cli attack-adaptive --spec {params.spec:q} --threads {threads} --log {log:q} "
+        "--weights {input.weights:q} --model-id {wildcards.model:q} --out-dir {output:q}"

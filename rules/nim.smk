@@ -37,5 +37,5 @@ rule attack_sigma_sweep:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli sigma-sweep --spec {params.spec:q} --threads {threads} --log {log} "
-        "--weights {input.weights} --denoiser {input.denoiser} --model-id {wildcards.model} --out {output}"
+        "python -m robust_mim.cli sigma-sweep --spec {params.spec:q} --threads {threads} --log {log:q} "
+        "--weights {input.weights:q} --denoiser {input.denoiser:q} --model-id {wildcards.model:q} --out {output:q}"

@@ -15,5 +15,5 @@ rule notebook_run:
     conda:
         "../environment.yml"
     shell:
-        "python -m papermill {input.notebook:q} {output.notebook:q} --cwd . -p profile {params.profile} "
-        "-p results_dir {params.results} -p figures_dir {output.figures} > {log} 2>&1"
+        "python -m papermill {input.notebook:q} {output.notebook:q} --cwd . -p profile {params.profile:q} "
+        "-p results_dir {params.results:q} -p figures_dir {output.figures:q} > {log:q} 2>&1"

@@ -19,5 +19,5 @@ rule pretrain_mim:
     conda:
         "../environment.yml"
     shell:
-        "{params.launcher} -m robust_mim.cli pretrain --spec {params.spec:q} --threads {threads} --log-file {log} "
-        "--gpus {resources.gpu} --out {output.weights} --run-dir {params.run_dir}"
+        "{params.launcher} -m robust_mim.cli pretrain --spec {params.spec:q} --threads {threads} --log-file {log:q} "
+        "--gpus {resources.gpu} --out {output.weights:q} --run-dir {params.run_dir:q}"

@@ -54,8 +54,8 @@ rule report_model_cards:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli model-cards --spec {params.spec:q} --threads 1 --log {log} "
-        "--results-dir {params.results} --out-dir {output}"
+        "python -m robust_mim.cli model-cards --spec {params.spec:q} --threads 1 --log {log:q} "
+        "--results-dir {params.results:q} --out-dir {output:q}"
 
 
 rule report_claims:
@@ -73,8 +73,8 @@ rule report_claims:
     conda:
         "../environment.yml"
     shell:
-        "python -m robust_mim.cli claims --spec {params.spec:q} --threads 1 --log {log} "
-        "--results-root {params.root} --out {output}"
+        "python -m robust_mim.cli claims --spec {params.spec:q} --threads 1 --log {log:q} "
+        "--results-root {params.root:q} --out {output:q}"
 
 
 rule report_notebook_html:
@@ -92,5 +92,5 @@ rule report_notebook_html:
     conda:
         "../environment.yml"
     shell:
-        "python -m nbconvert --to html --output-dir {params.outdir:q} --output {wildcards.notebook} "
-        "{input:q} > {log} 2>&1"
+        "python -m nbconvert --to html --output-dir {params.outdir:q} --output {wildcards.notebook:q} "
+        "{input:q} > {log:q} 2>&1"

@@ -99,3 +99,75 @@ def test_a_cli_job_imports_only_its_own_command_module():
             "print(sorted(m for m in sys.modules if m.startswith('robust_mim.cli.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "robust_mim.cli.train" in out and "robust_mim.cli.report" not in out and "robust_mim.cli.dat" not in out
+
+
+# Settings that would silently change a result stop at config time, with one line naming the key.
+@pytest.mark.parametrize("mutate, where, says", [
+    (lambda c: c["pretrain"]["runs"]["mae"]["objective"].update(mask_ratio=1.5), "pretrain.runs.mae.objective.mask_ratio",
+     "greater than or equal to the maximum of 1"),
+    (lambda c: c["pretrain"]["runs"]["mae"]["objective"].update(mask_ratio=-0.5), "pretrain.runs.mae.objective.mask_ratio",
+     "less than the minimum of 0"),
+    (lambda c: c["pretrain"].update(epoch=50), "pretrain", "unknown key 'epoch'"),
+    (lambda c: c["pretrain"]["runs"]["mae"].update(epoch=50), "pretrain.runs.mae", "unknown key 'epoch'"),
+    (lambda c: c["finetune"]["runs"]["mae-ft"].update(eopchs=3), "finetune.runs.mae-ft", "'eopchs'"),
+    (lambda c: c["pretrain"]["runs"]["mae"]["objective"].update(mask_ratoi=0.5), "pretrain.runs.mae.objective",
+     "'mask_ratoi'"),
+    (lambda c: c["finetune"]["runs"]["at-scratch"]["method"].update(eps_255="8"),
+     "finetune.runs.at-scratch.method.eps_255", "'8' is not of type 'number'"),
+    (lambda c: c["finetune"]["runs"]["at-scratch"]["method"].update(steps=2.5),
+     "finetune.runs.at-scratch.method.steps", "is not of type 'integer'"),
+    (lambda c: c["finetune"]["runs"]["nim-gamma-de3"]["defense"].update(sigma_255="50"),
+     "finetune.runs.nim-gamma-de3.defense.sigma_255", "is not of type 'number'"),
+    (lambda c: c["finetune"]["runs"]["nim-gamma-de3"]["defense"].update(sigma=50),
+     "finetune.runs.nim-gamma-de3.defense", "'sigma'"),
+    (lambda c: c["pretrain"]["runs"]["mae"]["objective"].update(name="bert"), "pretrain.runs.mae.objective.name",
+     "'bert' is not one of"),
+    (lambda c: c["finetune"]["runs"]["mae-ft"]["method"].update(name="adv"), "finetune.runs.mae-ft.method.name",
+     "'adv' is not one of"),
+    (lambda c: c["finetune"]["runs"]["nim-gamma-de3"]["defense"].update(name="jpeg"),
+     "finetune.runs.nim-gamma-de3.defense.name", "'jpeg' is not one of"),
+    (lambda c: c["pretrain"]["runs"]["nim-gamma"]["objective"].update(sampler="beta"),
+     "pretrain.runs.nim-gamma.objective.sampler", "'beta' is not one of"),
+    (lambda c: c.update(device="tpu"), "device", "does not match"),
+    (lambda c: c["finetune"]["runs"].update({"a`touch x`": {"method": {"name": "standard"}}}), "finetune.runs",
+     "id 'a`touch x`' may hold only letters"),
+    (lambda c: c["finetune"]["runs"].update({"my model": {"method": {"name": "standard"}}}), "finetune.runs",
+     "id 'my model' may hold only"),
+    (lambda c: c["pretrain"]["runs"].update({"../x": {"objective": {"name": "mae"}}}), "pretrain.runs", "id '../x'"),
+    (lambda c: c["finetune"]["runs"]["mae-ft"].update(papers=["mimr"]), "finetune.runs.mae-ft.papers.0", "'mimr'"),
+    (lambda c: c["dat"]["vq"]["runs"].update({"vq-f2": {"codebook_sise": 64}}), "dat.vq.runs.vq-f2", "'codebook_sise'"),
+    (lambda c: c["finetune"]["runs"]["mae-ft"].update(init="mea"), "finetune.runs.mae-ft.init", "unknown run 'mea'"),
+    (lambda c: c["finetune"]["runs"]["nim-gamma-de3"].update(denoiser="nim-gama"),
+     "finetune.runs.nim-gamma-de3.denoiser", "unknown run 'nim-gama'"),
+    (lambda c: c["finetune"]["runs"]["dat-scratch"].update(vq="vq-f3"), "finetune.runs.dat-scratch.vq", "unknown run"),
+    (lambda c: c["model"].update(arch="vit_huge"), "model.arch", "unknown model 'vit_huge'"),
+    (lambda c: c["data"].update(image_size=32), "data.image_size", "does not match model 'vit_micro_patch4_16'"),
+    (lambda c: c["finetune"]["runs"]["mae-ft"].update(gpus=3, batch_size=128), "finetune.runs.mae-ft",
+     "batch_size 128 does not divide evenly over 3 GPUs"),
+])
+def test_settings_that_change_results_silently_stop_at_config_time(repo, schema, mutate, where, says):
+    cfg = _load(repo, "smoke")
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, schema)
+    msg = str(err.value)
+    assert where in msg and says in msg and "\n" not in msg, msg
+
+
+def test_runs_inherit_their_section_not_the_schema_default(repo, schema):
+    cfg = _load(repo, "smoke")
+    cfg["pretrain"]["epochs"] = 7
+    cfg["pretrain"]["runs"]["mae"].pop("epochs", None)
+    filled = validate_config(cfg, schema)
+    assert "epochs" not in filled["pretrain"]["runs"]["mae"]
+    assert resolve_run(filled["pretrain"], "mae")["epochs"] == 7
+
+
+def test_schema_names_exactly_the_registered_objectives_methods_and_defenses(schema):
+    from robust_mim.defenses import DEFENSES
+    from robust_mim.objectives import FINETUNE, PRETRAIN
+
+    defs = schema["$defs"]
+    assert set(defs["pretrain_objective"]["properties"]["name"]["enum"]) == set(PRETRAIN.names())
+    assert set(defs["finetune_method"]["properties"]["name"]["enum"]) == set(FINETUNE.names())
+    assert set(defs["defense"]["properties"]["name"]["enum"]) == set(DEFENSES.names())
