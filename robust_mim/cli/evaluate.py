@@ -64,7 +64,7 @@ def attack(args: argparse.Namespace) -> None:
     generator = common.seeded_generator(spec, dev)
     log(f"attack {args.model_id}: {len(suite)} evaluations on {len(y)} test images, randomized={randomized}")
     results = run_suite(defended, x.to(dev), y.to(dev), suite, surrogates=surrogates, randomized=randomized,
-                        generator=generator)
+                        generator=generator, log=log)
     checks = sanity_checks(results, k, randomized)
     _write(args, spec, results, checks, len(y), str(dev))
     log(f"wrote {len(results)} records; failed sanity checks: {', '.join(common.failed_checks(checks)) or 'none'}")
