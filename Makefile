@@ -8,7 +8,7 @@ CORES ?= 8
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all test install bench lint dry-run lab clean
+.PHONY: all test install bench lint dry-run report help lab clean
 
 all: $(STAMP)
 	snakemake --cores $(CORES) all
@@ -35,6 +35,24 @@ lint: $(STAMP)
 
 lab: $(STAMP)
 	jupyter lab notebooks/
+
+dry-run: $(STAMP)
+	snakemake -n all
+
+report: $(STAMP)
+	snakemake --report report.html
+
+help:
+	@echo "make all      install .venv if needed, then run the pipeline: snakemake --cores $(CORES) all"
+	@echo "make dry-run  list the jobs 'make all' would run, without running them: snakemake -n all"
+	@echo "make report   one HTML report of a finished run (figures, tables, notebooks): report.html"
+	@echo "make lab      open the notebooks in JupyterLab"
+	@echo "make test     the test suite (pytest)"
+	@echo "make bench    performance benchmarks (benchmarks/README.md)"
+	@echo "make lint     snakemake --lint and a dry run"
+	@echo "make install  create .venv and install the package with its dev extras"
+	@echo "make clean    delete the smoke and test profiles' results and figures"
+	@echo "Variables: CORES=$(CORES) PYTHON=$(PYTHON) VENV=$(VENV)"
 
 clean:
 	rm -rf results/smoke results/test figures/smoke figures/test .snakemake

@@ -22,6 +22,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from robust_mim.errors import ConfigError
+from robust_mim.progress import Progress
 
 ABSTAIN = -1  # the class Smooth returns when it abstains
 
@@ -199,7 +200,7 @@ class Smooth:
 
 def certify_dataset(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, n0: int, n: int,
                     alpha: float, batch_size: int,
-                    generator: torch.Generator | None = None) -> list[dict]:
+                    generator: torch.Generator | None = None, progress: Progress | None = None) -> list[dict]:
     """Run CERTIFY on every image; one flat row per image, as in Cohen et al.'s output table.
 
     Args:
@@ -207,6 +208,7 @@ def certify_dataset(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, n0: int, n
         x: images ``[N, 3, H, W]`` in ``[0, 1]``.
         y: labels ``[N]``.
         n0, n, alpha, batch_size, generator: as in ``Smooth.certify``.
+        progress: counts one unit per certified image (the caller's log lines), if given.
 
     Returns:
         Rows ``{idx, label, predict, radius, correct, time_s}``; ``predict`` is -1 and
@@ -222,6 +224,8 @@ def certify_dataset(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, n0: int, n
         rows.append({"idx": idx, "label": label, "predict": prediction, "radius": radius,
                      "correct": int(prediction == label),
                      "time_s": time.perf_counter() - start})
+        if progress is not None:
+            progress.update()
     return rows
 
 

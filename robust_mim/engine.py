@@ -35,6 +35,7 @@ from robust_mim.distributed import (SINGLE_PROCESS, DistContext, all_gather_tens
                                     average_gradients, broadcast_module, per_rank_batch, shard_batches)
 from robust_mim.errors import CheckpointError, ConfigError
 from robust_mim.io import atomic_torch_save, atomic_write_text
+from robust_mim.progress import Progress
 
 StepFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, dict[str, float]]]
 AUGMENTATIONS = ("none", "crop", "crop_flip")
@@ -275,8 +276,11 @@ def _optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Tensor, 
 
 def train_one_epoch(model: nn.Module, step_fn: StepFn, dataset: Dataset, opt: torch.optim.Optimizer,
                     cfg: TrainConfig, epoch: int, device: torch.device, progress: bool,
-                    ctx: DistContext = SINGLE_PROCESS) -> dict[str, float]:
-    """One pass over ``dataset``; returns the epoch's mean (over steps and ranks) of every metric."""
+                    ctx: DistContext = SINGLE_PROCESS, steps: Progress | None = None) -> dict[str, float]:
+    """One pass over ``dataset``; returns the epoch's mean (over steps and ranks) of every metric.
+
+    ``progress`` draws a tqdm bar (a terminal); ``steps`` counts optimizer steps for the log.
+    """
     model.train()
     steps_per_epoch = len(dataset) // cfg.batch_size
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
@@ -294,6 +298,8 @@ def train_one_epoch(model: nn.Module, step_fn: StepFn, dataset: Dataset, opt: to
         value = _optimizer_step(model, opt, loss, cfg, ctx, epoch, i)
         for k, v in {"loss": value, **metrics}.items():
             sums[k] = sums.get(k, 0.0) + float(v)
+        if steps is not None:
+            steps.update()
     return all_reduce_mean({k: v / max(1, steps_per_epoch) for k, v in sums.items()}, ctx)
 
 
@@ -352,9 +358,10 @@ def fit(model: nn.Module, step_fn: StepFn, dataset: Dataset, cfg: TrainConfig, r
     torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * dist.rank)
     start, history = _resume(ckpt_path, model, opt, run_hash, dist, device, log)
     progress = sys.stderr.isatty() and dist.is_main
+    steps = Progress((cfg.epochs - start) * (len(dataset) // cfg.batch_size), log, "train", "steps")
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        metrics = train_one_epoch(model, step_fn, dataset, opt, cfg, epoch, device, progress, dist)
+        metrics = train_one_epoch(model, step_fn, dataset, opt, cfg, epoch, device, progress, dist, steps)
         history.append({"epoch": epoch + 1, **metrics, "lr": _base_lr(opt),
                         "epoch_time_s": round(time.perf_counter() - t0, 3)})
         rank_rng = _rank_rng(dist, device)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from robust_mim.attacks import ATTACKS, check_attack_inputs, predict_labels, split_attack_output
 from robust_mim.errors import AttackInputError
+from robust_mim.progress import Progress, progress_or_none
 
 RESERVED_KEYS = ("name", "attack", "threat_model", "eps", "surrogate", "batch_size")
 LARGE_EPS_LINF = 32 / 255
@@ -157,8 +158,10 @@ def _merge_info(infos: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]
 
 
 def craft(spec: SuiteEntry, model: nn.Module, x: Tensor, y: Tensor, eps: float,
-          generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
-    """Run the entry's attack on ``model`` at ``eps`` in batches -> (x_adv [N, C, H, W], merged info)."""
+          generator: torch.Generator | None = None, progress: Progress | None = None) -> tuple[Tensor, dict[str, Any]]:
+    """Run the entry's attack on ``model`` at ``eps`` in batches -> (x_adv [N, C, H, W], merged info).
+
+    ``progress`` counts one unit per attacked batch."""
     fn = ATTACKS.get(spec.attack)
     extra = {"generator": generator} if _accepts(fn, "generator") else {}
     outs, infos, sizes = [], [], []
@@ -168,20 +171,22 @@ def craft(spec: SuiteEntry, model: nn.Module, x: Tensor, y: Tensor, eps: float,
         outs.append(x_adv.detach())
         infos.append(info)
         sizes.append(xb.shape[0])
+        if progress is not None:
+            progress.update()
     return torch.cat(outs), _merge_info(infos, sizes)
 
 
 def run_evaluation(defended: nn.Module, x: Tensor, y: Tensor, entry: Mapping[str, Any], *,
                    surrogates: Mapping[str, nn.Module] | None = None, randomized: bool = False,
-                   generator: torch.Generator | None = None) -> dict[str, Any]:
-    """One suite entry -> one result dict (see `run_suite`)."""
+                   generator: torch.Generator | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """One suite entry -> one result dict (see `run_suite`); ``progress`` counts attacked batches."""
     surrogates = surrogates or {}
     spec = parse_entry(entry, surrogates)
     attacker = defended if spec.threat_model.crafts_on == "defended" else surrogates[spec.surrogate]
     start, rows = time.perf_counter(), []
     for eps in spec.eps:
         with seeded_rng(generator, x.device):
-            x_adv, info = (x, {}) if eps == 0 else craft(spec, attacker, x, y, eps, generator)
+            x_adv, info = (x, {}) if eps == 0 else craft(spec, attacker, x, y, eps, generator, progress)
         with seeded_rng(generator, x.device) if randomized else nullcontext():
             n_correct = int((predict_labels(defended, x_adv, spec.batch_size) == y).sum())
         rows.append({"eps": eps, "accuracy": n_correct / max(1, x.shape[0]), "n_correct": n_correct,
@@ -193,7 +198,8 @@ def run_evaluation(defended: nn.Module, x: Tensor, y: Tensor, entry: Mapping[str
 
 def run_suite(defended: nn.Module, x: Tensor, y: Tensor, suite: list[dict[str, Any]], *,
               surrogates: Mapping[str, nn.Module] | None = None, randomized: bool = False,
-              generator: torch.Generator | None = None) -> list[dict[str, Any]]:
+              generator: torch.Generator | None = None,
+              log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Evaluate ``defended`` under every entry of ``suite`` (all entries are validated first).
 
     Adversarial examples are crafted on the defended model (white-box, black-box) or on
@@ -207,16 +213,18 @@ def run_suite(defended: nn.Module, x: Tensor, y: Tensor, suite: list[dict[str, A
         x: images [N, C, H, W] in [0, 1]; y: labels [N].
         suite: entries ``{"name", "attack", "threat_model", "eps": float | list, ["surrogate"],
             ["batch_size"], **attack params}``.
+        log: where to write progress lines (every few percent of the attacked batches), if anywhere.
 
     Returns:
         one dict per entry: ``{"evaluation", "attack", "threat_model", "surrogate", "params",
         "rows": [{"eps", "accuracy", "n_correct", "n_examples", ["attack_info"]}], "wall_time_s"}``.
     """
     check_attack_inputs(x, y, 0.0)
-    for entry in suite:
-        parse_entry(entry, surrogates or {})
-    return [run_evaluation(defended, x, y, entry, surrogates=surrogates, randomized=randomized, generator=generator)
-            for entry in suite]
+    specs = [parse_entry(entry, surrogates or {}) for entry in suite]
+    batches = sum(sum(e != 0 for e in s.eps) * math.ceil(x.shape[0] / s.batch_size) for s in specs)
+    progress = progress_or_none(batches, log, "attack", "batches")
+    return [run_evaluation(defended, x, y, entry, surrogates=surrogates, randomized=randomized, generator=generator,
+                           progress=progress) for entry in suite]
 
 
 # ----------------------------------------------------------------------------- default suite

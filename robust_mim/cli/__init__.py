@@ -1,15 +1,20 @@
-"""Entry points the Snakemake rules call: ``python -m robust_mim.cli <command> --spec JSON ...``.
+"""Entry points the Snakemake rules call: ``robust-mim <command> --spec JSON|FILE ...`` (or ``python -m robust_mim.cli``).
 
-Every command receives the resolved slice of the configuration as one JSON ``--spec`` (built
-by ``rules/common.smk``) plus input/output paths, sets torch threads from the rule's
-``threads``, and calls library functions. A user-caused error (bad config, missing data,
-corrupt checkpoint) prints ``robust_mim: error: <one line>`` and exits with status 2.
+Every command receives the resolved slice of the configuration as one ``--spec`` (JSON text
+built by ``rules/common.smk``, or the path of a JSON file) plus input/output paths, sets torch
+threads from the rule's ``threads``, logs one line naming the command, run and config hash,
+and calls library functions. A user-caused error (bad config, missing data, corrupt
+checkpoint) prints ``robust_mim: error: <one line>`` and exits with status 2.
+
+``robust-mim --help`` lists the commands without importing any of them (no torch: instant).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from robust_mim.errors import ConfigError, RobustMimError
@@ -22,6 +27,24 @@ COMMAND_MODULES: dict[str, str] = {
     "attack-adaptive": "mimir", "certify": "dmae", "pretrain-pretext": "chen", "pgd-eval": "chen",
     "train-vq": "dat", "corruption-eval": "dat", "model-cards": "report", "claims": "report",
 }
+# command → the first line of its docstring, so that `robust-mim --help` imports no command module
+# (they import torch: seconds). tests/test_cli.py checks these lines against the docstrings.
+COMMAND_HELP: dict[str, str] = {
+    "pretrain": "Pretrain a masked autoencoder with the run's objective (MAE, NIM, DMAE, MIMIR).",
+    "finetune": "Train a classifier, from scratch or from a pretrained encoder, with the run's method.",
+    "attack": "Attack one (possibly defended) classifier with the configured suite; write records.",
+    "sigma-sweep": "Clean and PGD-EOT accuracy of De³ as the test-time noise σ_test varies (one record).",
+    "attack-adaptive": "MIMIR's PGD-k, feature-space PGD and PGD-MI against one classifier; one record per attack.",
+    "certify": "Certify a Gaussian-smoothed classifier (Cohen et al. 2019 CERTIFY) and check it with PGD-EOT.",
+    "pretrain-pretext": "Pretrain a backbone on pretext tasks (rotation, jigsaw, selfie), standard or adversarial.",
+    "pgd-eval": "TA and PGD ATA of one classifier or a softmax ensemble (Chen et al.'s protocol); one record.",
+    "train-vq": "Train DAT's VQ autoencoder; record test PSNR / codebook usage; save a reconstruction grid.",
+    "corruption-eval": "Error of one classifier on 15 corruptions × the configured severities (one record).",
+    "model-cards": "Write one RobustBench-style model card per trained classifier of the profile (atomically).",
+    "claims": "Write the claims table (markdown): each paper's headline claim judged from every profile's records.",
+}
+PROG = "robust-mim"
+DESCRIPTION = "robust_mim's pipeline commands (the Snakemake rules run them; each takes --spec JSON|FILE)."
 
 
 def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
@@ -33,12 +56,18 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
 
 
 def _spec(text: str) -> dict:
+    """``--spec``: JSON text (starting with ``{``) or the path of a JSON file holding it."""
+    where = "--spec"
+    if not text.lstrip().startswith("{"):
+        if not Path(text).is_file():
+            raise ConfigError(f"--spec file '{text}' does not exist (give JSON text or a .json file)")
+        where, text = f"--spec file '{text}'", Path(text).read_text(encoding="utf-8")
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--spec is not valid JSON ({exc})") from None
+        raise ConfigError(f"{where} is not valid JSON ({exc})") from None
     if not isinstance(spec, dict):
-        raise ConfigError("--spec must be a JSON object")
+        raise ConfigError(f"{where} must be a JSON object")
     return spec
 
 
@@ -55,11 +84,11 @@ def _register(argv: list[str] | None) -> None:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every command; given the command line ``argv``, only its command's module is imported."""
     _register(argv)
-    parser = argparse.ArgumentParser(prog="python -m robust_mim.cli", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (fn, add_args) in sorted(COMMANDS.items()):
         p = sub.add_parser(name, help=(fn.__doc__ or "").splitlines()[0])
-        p.add_argument("--spec", type=_spec, required=True, help="resolved configuration as JSON")
+        p.add_argument("--spec", required=True, help="resolved configuration: JSON text or a .json file")
         p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the rule's threads)")
         p.add_argument("--log", default=None, help="append progress lines to this file (default: stdout)")
         add_args(p)
@@ -67,13 +96,43 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def overview_parser() -> argparse.ArgumentParser:
+    """The top-level parser for ``--help``, no arguments or an unknown command: names and one-line
+    helps from `COMMAND_HELP`, without importing any command module."""
+    from robust_mim import __version__
+
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION,
+                                     epilog=f"'{PROG} <command> --help' shows a command's arguments.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for name in sorted(COMMAND_HELP):
+        sub.add_parser(name, help=COMMAND_HELP[name])
+    return parser
+
+
+def _log_start(args: argparse.Namespace) -> None:
+    """One line at the top of the job's log: command, run id, config hash (not the whole spec)."""
+    if os.environ.get("RANK", "0") != "0":  # torchrun: the main process speaks for all
+        return
+    from robust_mim.cli.common import make_logger
+    from robust_mim.records import config_hash
+
+    run_id = (args.spec.get("run") or {}).get("id") or getattr(args, "model_id", None) or "-"
+    make_logger(args.log)(f"robust-mim {args.command}: run {run_id}, profile {args.spec.get('profile', '-')}, "
+                          f"config {config_hash(args.spec)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         argv = sys.argv[1:] if argv is None else argv
+        if not argv or argv[0] not in COMMAND_MODULES:
+            overview_parser().parse_args(argv)  # prints the help or the error, and exits
         args = build_parser(argv).parse_args(argv)
+        args.spec = _spec(args.spec)  # here, not as argparse's type: its errors would lose our one line
         import torch
 
         torch.set_num_threads(max(1, args.threads))
+        _log_start(args)
         args.func(args)
     except RobustMimError as exc:
         line = f"robust_mim: error: {exc}"

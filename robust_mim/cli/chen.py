@@ -127,7 +127,7 @@ def pgd_eval(args: argparse.Namespace) -> None:
     model = load_members(spec, args.weights, k, dev)
     generator = common.seeded_generator(spec, dev)
     log(f"pgd-eval {args.model_id}: {len(args.weights)} member(s), {ev['steps']}-step PGD on {len(y)} test images")
-    result, = run_suite(model, x.to(dev), y.to(dev), pgd_suite(ev), generator=generator)
+    result, = run_suite(model, x.to(dev), y.to(dev), pgd_suite(ev), generator=generator, log=log)
     checks = sanity_checks([result], k, False, large_eps=ev["large_eps_255"] / 255)
     write_record(args.out, _pgd_record(args, spec, result, checks, len(y), str(dev)))
     acc = {round(r["eps"] * 255, 2): round(r["accuracy"], 4) for r in result["rows"]}

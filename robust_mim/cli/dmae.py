@@ -20,6 +20,7 @@ from robust_mim.certify import (
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.errors import ConfigError
+from robust_mim.progress import Progress
 from robust_mim.records import make_record, provenance, write_record
 
 PAPER_N = 100_000  # N of Cohen et al. (2019) and of DMAE's CIFAR-10 certification
@@ -42,7 +43,7 @@ def certify(args: argparse.Namespace) -> None:
         f"alpha={cfg['alpha']}")
     t0 = time.perf_counter()
     images = certify_dataset(smooth, x.to(dev), y.to(dev), cfg["n0"], cfg["n"], cfg["alpha"], cfg["batch_size"],
-                             generator)
+                             generator, Progress(len(y), log, "certify", "images"))
     t_cert = time.perf_counter() - t0
     attack_rows = empirical_check(smooth, x, images, cfg, generator)
     record = certification_record(args, spec, images, attack_rows, str(dev), t_cert, time.perf_counter() - t0)

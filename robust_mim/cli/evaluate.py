@@ -5,7 +5,7 @@ import argparse
 
 from robust_mim.cli import command
 from robust_mim.cli import common
-from robust_mim.defenses import build_defense
+from robust_mim.cli.artifacts import attacked_model
 from robust_mim.evaluation import default_suite, run_suite, sanity_checks
 
 
@@ -51,20 +51,16 @@ def suite_from_spec(ev: dict, randomized: bool, has_bare: bool) -> list[dict]:
 def attack(args: argparse.Namespace) -> None:
     """Attack one (possibly defended) classifier with the configured suite; write records."""
     spec, log = args.spec, common.make_logger(args.log)
-    ev, run, dev = spec["evaluation"], spec["run"], common.device(spec)
+    ev, dev = spec["evaluation"], common.device(spec)
     x, y, k = common.first_test_examples(spec, ev["n_examples"])
-    bare = common.load_classifier(spec, args.weights, k).to(dev)
-    denoiser = common.load_mae(spec, args.denoiser).to(dev) if args.denoiser else None
-    if args.vq and (run.get("defense") or {}).get("name") == "vq":  # test-time Q, attacked with BPDA
-        from robust_mim.cli.dat import load_vq
-        denoiser = load_vq(args.vq).to(dev)
-    defended, randomized = build_defense(run.get("defense"), bare, denoiser)
+    defended, bare, randomized = attacked_model(spec, args.weights, k, args.denoiser, args.vq)
+    defended, bare = defended.to(dev), bare.to(dev)
     surrogates = {"bare": bare} if defended is not bare else {}
     suite = suite_from_spec(ev, randomized, bool(surrogates))
     generator = common.seeded_generator(spec, dev)
     log(f"attack {args.model_id}: {len(suite)} evaluations on {len(y)} test images, randomized={randomized}")
     results = run_suite(defended, x.to(dev), y.to(dev), suite, surrogates=surrogates, randomized=randomized,
-                        generator=generator)
+                        generator=generator, log=log)
     checks = sanity_checks(results, k, randomized)
     _write(args, spec, results, checks, len(y), str(dev))
     log(f"wrote {len(results)} records; failed sanity checks: {', '.join(common.failed_checks(checks)) or 'none'}")

@@ -8,13 +8,13 @@ import torch
 
 from robust_mim.cli import command
 from robust_mim.cli import common
+from robust_mim.cli.artifacts import save_artifact, weights_metadata
 from robust_mim.cli.common import Log
 from robust_mim.distributed import DistContext
 from robust_mim.engine import fit
-from robust_mim.io import load_weights, save_weights
+from robust_mim.io import load_weights
 from robust_mim.models.classifier import load_encoder
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
-from robust_mim.records import config_hash
 
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def _pretrain(args: argparse.Namespace, spec: dict, ctx: DistContext, device: to
     fit(mae, step, train_set, common.train_config(spec), Path(args.run_dir), run_hash=common.run_hash(spec),
         device=device, log=log, dist=ctx)
     if ctx.is_main:
-        save_weights(mae.state_dict(), args.out, {"config_hash": config_hash(spec), "kind": "mae"})
+        save_artifact(mae.state_dict(), args.out, weights_metadata(spec, "mae", args.out))
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
@@ -68,7 +68,10 @@ def _finetune(args: argparse.Namespace, spec: dict, ctx: DistContext, device: to
     fit(model, step, train_set, common.train_config(spec, n_classes), Path(args.run_dir),
         run_hash=common.run_hash(spec), device=device, log=log, dist=ctx)
     if ctx.is_main:
-        save_weights(model.state_dict(), args.out, {"config_hash": config_hash(spec), "kind": "classifier"})
+        meta = weights_metadata(spec, "classifier", args.out, num_classes=n_classes,
+                                class_names=getattr(train_set, "classes", None),
+                                aux={"denoiser": args.denoiser, "vq": args.vq})
+        save_artifact(model.state_dict(), args.out, meta)
 
 
 def _load_vq(path: str) -> torch.nn.Module:

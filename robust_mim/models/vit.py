@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from timm.models.vision_transformer import VisionTransformer
 
@@ -66,12 +67,17 @@ def vit_spec(name: str) -> ViTSpec:
     return VITS.get(name)()
 
 
+def vit_kwargs(spec: ViTSpec) -> dict[str, Any]:
+    """timm ``VisionTransformer`` arguments of ``spec``'s encoder: average-pooled tokens after the
+    final norm (``fc_norm`` off), a class token, fixed input size."""
+    arch = {k: v for k, v in asdict(spec).items() if not k.startswith("decoder")}
+    return {**arch, "global_pool": "avg", "fc_norm": False, "class_token": True, "dynamic_img_size": False}
+
+
 def build_vit_encoder(spec: ViTSpec, drop_path_rate: float = 0.0) -> VisionTransformer:
     """A timm ViT without head: average-pooled tokens after the final norm → ``[N, D]``.
 
     The same module serves as MAE encoder and classifier backbone, so pretrained weights map
     one-to-one (no renamed keys): ``fc_norm`` is off and ``norm`` stays before pooling.
     """
-    kwargs = {k: v for k, v in asdict(spec).items() if not k.startswith("decoder")}
-    return VisionTransformer(num_classes=0, global_pool="avg", fc_norm=False, class_token=True,
-                             drop_path_rate=drop_path_rate, dynamic_img_size=False, **kwargs)
+    return VisionTransformer(num_classes=0, drop_path_rate=drop_path_rate, **vit_kwargs(spec))

@@ -1,0 +1,43 @@
+"""Makefile targets: `make help` lists them, `make dry-run` really dry-runs the pipeline, `make report` builds the report."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ENV, REPO
+
+VENV = Path(sys.prefix)  # the environment running the tests: make must neither create nor reinstall it
+
+
+def make(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = ["make", "-C", str(REPO), "--no-print-directory", f"VENV={VENV}", "-o", str(VENV / ".installed"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def phony_targets() -> list[str]:
+    line = next(l for l in (REPO / "Makefile").read_text().splitlines() if l.startswith(".PHONY:"))
+    return line.split(":", 1)[1].split()
+
+
+def test_help_describes_every_target():
+    out = make("help")
+    assert out.returncode == 0, out.stderr
+    described = re.findall(r"^make ([\w-]+)", out.stdout, flags=re.M)
+    assert sorted(described) == sorted(t for t in phony_targets() if t != "help")
+
+
+@pytest.mark.parametrize("target, command", [("dry-run", "snakemake -n all"),
+                                             ("report", "snakemake --report report.html")])
+def test_targets_run_their_snakemake_command(target, command):
+    out = make("-n", target)
+    assert out.returncode == 0, out.stderr
+    assert command in out.stdout.splitlines()
+
+
+def test_dry_run_plans_the_pipeline_without_running_a_job():
+    out = make("dry-run")
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert "This was a dry-run" in text and "finetune_classifier" in text
