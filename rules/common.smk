@@ -1,4 +1,5 @@
 # Configuration, validation and the small get_* helpers every rule file uses.
+import hashlib
 import json
 import os
 import shlex
@@ -62,11 +63,22 @@ RESOURCE_KEYS = ("gpus", "runtime_min", "mem_mb")
 
 
 def job_spec(**parts):
-    """JSON spec of one job: the profile-wide settings plus the job's own slice."""
+    """Path of the JSON spec of one job (the profile-wide settings plus the job's own slice).
+
+    The file is named by its content's hash (results/<profile>/specs/<sha>.json): a changed spec is a
+    changed parameter, so Snakemake reruns the job, while logs show a short path instead of the JSON.
+    """
     shared = {k: config[k] for k in ("profile", "scale_note", "seed", "device", "data", "model")}
     parts = {k: {kk: vv for kk, vv in v.items() if kk not in RESOURCE_KEYS} if isinstance(v, dict) else v
              for k, v in parts.items()}
-    return json.dumps({**shared, **parts}, sort_keys=True)
+    text = json.dumps({**shared, **parts}, sort_keys=True)
+    path = Path(RES) / "specs" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    return str(path)
 
 
 def pretrain_run(run):

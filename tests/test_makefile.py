@@ -1,4 +1,5 @@
 """Makefile targets: `make help` lists them, `make dry-run` really dry-runs the pipeline, `make report` builds the report."""
+import json
 import re
 import subprocess
 import sys
@@ -41,3 +42,7 @@ def test_dry_run_plans_the_pipeline_without_running_a_job():
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
     assert "This was a dry-run" in text and "finetune_classifier" in text
+    # job specs travel as content-addressed files, not as JSON echoed into every log line
+    specs = re.findall(r"--spec (results/smoke/specs/[0-9a-f]{16}\.json)", text)
+    assert specs and "--spec '{" not in text
+    assert json.loads((REPO / specs[0]).read_text())["profile"] == "smoke"
