@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from robust_mim.errors import ConfigError
+from robust_mim.errors import ConfigError, RobustMimError
 from robust_mim.io import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -127,16 +127,34 @@ def write_record(path: Path | str, record: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, allow_nan=True) + "\n")
 
 
+class BadRecord(RobustMimError):
+    """A file under a records folder is not a readable record; the message names the file."""
+
+
 def read_record(path: Path | str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """One record file as a dict; truncated or malformed JSON raises `BadRecord` naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadRecord(f"record {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): "
+                        "delete it and rerun the rule that writes it") from None
+    except UnicodeDecodeError:
+        raise BadRecord(f"record {path} is not UTF-8 text: delete it and rerun the rule that writes it") from None
 
 
 def iter_records(root: Path | str) -> Iterable[dict[str, Any]]:
-    """Every record under ``root`` (recursively), sorted by path."""
+    """Every record under ``root`` (recursively), sorted by path, each with its ``_path``.
+
+    Only records live under a records folder, so a JSON file that is not one (no ``schema_version``
+    or ``provenance``) raises `BadRecord` naming it rather than being skipped.
+    """
     for path in sorted(Path(root).rglob("*.json")):
         record = read_record(path)
-        if isinstance(record, dict) and "schema_version" in record:
-            yield {**record, "_path": str(path)}
+        lacks = [k for k in ("schema_version", "provenance") if not isinstance(record, dict) or k not in record]
+        if lacks:
+            raise BadRecord(f"{path} is not a record (no {' or '.join(lacks)}): only records written by the "
+                            "pipeline belong under a records folder; move it or rerun the rule that writes it")
+        yield {**record, "_path": str(path)}
 
 
 def read_records(root: Path | str):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from robust_mim.errors import RobustMimError
+from robust_mim.notebook import resolve_dir
 from robust_mim.records import read_records
 
 
@@ -13,16 +14,31 @@ class RecordsMissing(RobustMimError):
     """The notebook's records have not been produced yet; the message names the target."""
 
 
+class ProfileMismatch(RecordsMissing):
+    """The records found belong to another profile than the one named (e.g. a misspelled parameter)."""
+
+
 def load_records(results_dir: str | Path, profile: str, target: str = "all") -> pd.DataFrame:
-    """Every record under ``results_dir/records`` as a DataFrame, or a RecordsMissing that says
-    which Snakemake command produces them."""
-    root = Path(results_dir) / "records"
+    """Every record under ``results_dir/records`` as a DataFrame (a relative ``results_dir`` is taken
+    from the repository root, wherever the kernel started).
+
+    Raises:
+        RecordsMissing: no records there; the message names the Snakemake command that makes them.
+        ProfileMismatch: the records are of another profile than ``profile`` (one line saying which).
+        BadRecord: a file there is malformed or not a record (one line naming it).
+    """
+    root = resolve_dir(results_dir) / "records"
     df = read_records(root) if root.is_dir() else pd.DataFrame()
     if df.empty:
         raise RecordsMissing(
             f"no records for profile '{profile}' under {root}: run "
             f"`snakemake --cores 8 {target} --configfile config/{profile}.yaml` first"
         )
+    found = sorted(str(p) for p in df["profile"].dropna().unique()) if "profile" in df else []
+    if found != [profile]:
+        other = found[0] if len(found) == 1 else "..."
+        raise ProfileMismatch(f"records in {root.parent} are of profile {', '.join(map(repr, found)) or 'none'}, "
+                              f"not '{profile}': pass -p results_dir results/{profile} (or -p profile {other})")
     return df
 
 

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from robust_mim.errors import ConfigError
-from robust_mim.records import config_hash, make_record, provenance, read_records, write_record
+from robust_mim.records import (BadRecord, config_hash, iter_records, make_record, provenance, read_records,
+                                write_record)
 
 
 def _record(model="m", evaluation="pgd-linf", acc=(0.9, 0.5)):
@@ -54,3 +55,27 @@ def test_provenance_records_whether_the_environment_matches_the_lock(tmp_path):
     status = lock_status.__wrapped__(lock)
     assert status["matches_lock"] is False
     assert status["differs_from_lock"] == [f"numpy==0.0.1 (installed {metadata.version('numpy')})"]
+
+
+@pytest.mark.parametrize("text, words", [('{"schema_version": 1, "model_id": "m", "rows": [', "is not valid JSON"),
+                                         ("", "is not valid JSON"), ("\udcff", "is not UTF-8")])
+def test_a_truncated_or_malformed_record_is_one_line_naming_the_file(tmp_path, text, words):
+    write_record(tmp_path / "m" / "a.json", _record())
+    bad = tmp_path / "m" / "pgd.json"
+    bad.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(BadRecord) as err:
+        read_records(tmp_path)
+    assert str(err.value).startswith(f"record {bad} {words}") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("drop", ["schema_version", "provenance"])
+def test_a_json_file_that_is_not_a_record_is_named_not_dropped(tmp_path, drop):
+    write_record(tmp_path / "m" / "a.json", _record())
+    rec = _record()
+    del rec[drop]
+    (tmp_path / "m" / "b.json").write_text(json.dumps(rec))
+    with pytest.raises(BadRecord, match=f"{tmp_path / 'm' / 'b.json'} is not a record \\(no {drop}\\)"):
+        read_records(tmp_path)
+    (tmp_path / "m" / "b.json").write_text("[1, 2]")
+    with pytest.raises(BadRecord, match="no schema_version or provenance"):
+        list(iter_records(tmp_path))
