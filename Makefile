@@ -12,6 +12,13 @@ export PYTHONUNBUFFERED := 1
 
 all: $(STAMP)
 	snakemake --cores $(CORES) all
+	snakemake --report results/smoke/report.html
+	@echo ""
+	@echo "Done (profile smoke: tiny-scale numbers). Open:"
+	@echo "  results/smoke/claims.md      each paper's headline claim, the paper's number and ours (also claims.html)"
+	@echo "  results/smoke/report.html    every figure, table and executed notebook, grouped by paper"
+	@echo "  results/smoke/html/          the executed notebooks as HTML; figures in figures/smoke/"
+	@echo "  make lab                     the notebooks in JupyterLab (Run All reads these results)"
 
 test: $(STAMP)
 	pytest
@@ -40,12 +47,12 @@ dry-run: $(STAMP)
 	snakemake -n all
 
 report: $(STAMP)
-	snakemake --report report.html
+	snakemake --report results/smoke/report.html
 
 help:
 	@echo "make all      install .venv if needed, then run the pipeline: snakemake --cores $(CORES) all"
 	@echo "make dry-run  list the jobs 'make all' would run, without running them: snakemake -n all"
-	@echo "make report   one HTML report of a finished run (figures, tables, notebooks): report.html"
+	@echo "make report   one HTML report of a finished run (figures, tables, notebooks): results/smoke/report.html"
 	@echo "make lab      open the notebooks in JupyterLab"
 	@echo "make test     the test suite (pytest)"
 	@echo "make bench    performance benchmarks (benchmarks/README.md)"

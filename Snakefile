@@ -12,6 +12,9 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/pretrain.smk"
 include: "rules/finetune.smk"

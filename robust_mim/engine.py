@@ -367,8 +367,15 @@ def fit(model: nn.Module, step_fn: StepFn, dataset: Dataset, cfg: TrainConfig, r
         rank_rng = _rank_rng(dist, device)
         if dist.is_main:
             save_checkpoint(ckpt_path, model, opt, epoch + 1, history, run_hash, rank_rng)
-            atomic_write_text(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            _write_metrics(run_dir, history)
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in history[-1].items()))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
+    if dist.is_main and start >= cfg.epochs:  # resumed a finished run: its outputs may have been removed
+        _write_metrics(run_dir, history)
     return history
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    """``run_dir/metrics.jsonl``: one JSON line per finished epoch."""
+    atomic_write_text(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))

@@ -4,7 +4,8 @@ rule notebook_run:
     output:
         notebook=f"{RES}/notebooks/{{notebook}}.ipynb",
         figures=report(directory(f"{FIG}/{{notebook}}"), patterns=["{name}.png", "{name}.html"],
-                       category=lambda wc: report_category(wc.notebook), subcategory="figures and tables"),
+                       caption="../report/figure.rst", category=lambda wc: report_category(wc.notebook),
+                       subcategory="figures and tables"),
     log:
         f"{RES}/logs/notebook_run/{{notebook}}.log",
     benchmark:

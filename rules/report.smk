@@ -4,7 +4,7 @@
 # with report(..., category=<paper>) so `snakemake --report report.html` groups figures and tables by paper.
 
 # paper key (NOTEBOOK_PAPER) -> report category
-REPORT_CATEGORY = {None: "0 overview and leaderboard", "nim": "1 NIM - De3", "mimir": "2 MIMIR", "dmae": "3 DMAE",
+REPORT_CATEGORY = {None: "6 overview and leaderboard", "nim": "1 NIM - De3", "mimir": "2 MIMIR", "dmae": "3 DMAE",
                    "chen": "4 Chen et al. 2020", "dat": "5 DAT"}
 # sections of runs a classifier can start from: pretrain.runs and paper sections with runs (chen.pretrain, dat.vq)
 REPORT_UPSTREAM_SECTIONS = [config["pretrain"]] + [
@@ -62,27 +62,28 @@ rule report_claims:
     input:
         records=report_record_inputs(),
     output:
-        report(f"{RES}/claims.md", category="6 claims"),
+        markdown=f"{RES}/claims.md",
+        html=report(f"{RES}/claims.html", caption="../report/claims.rst", category="0 claims"),
     log:
         f"{RES}/logs/report_claims/claims.log",
     benchmark:
         f"{RES}/benchmarks/report_claims/claims.tsv"
     params:
         spec=job_spec(notebooks=config["notebooks"]),
-        root=lambda wc, output: str(Path(output[0]).parent.parent),
+        root=lambda wc, output: str(Path(output.markdown).parent.parent),
     conda:
         "../environment.yml"
     shell:
         "python -m robust_mim.cli claims --spec {params.spec:q} --threads 1 --log {log:q} "
-        "--results-root {params.root:q} --out {output:q}"
+        "--results-root {params.root:q} --out {output.markdown:q} --html {output.html:q}"
 
 
 rule report_notebook_html:
     input:
         f"{RES}/notebooks/{{notebook}}.ipynb",
     output:
-        report(f"{RES}/html/{{notebook}}.html", category=lambda wc: report_category(wc.notebook),
-               subcategory="executed notebooks"),
+        report(f"{RES}/html/{{notebook}}.html", caption="../report/notebook.rst",
+               category=lambda wc: report_category(wc.notebook), subcategory="executed notebooks"),
     log:
         f"{RES}/logs/report_notebook_html/{{notebook}}.log",
     benchmark:

@@ -95,3 +95,14 @@ def test_two_runs_of_one_spec_start_from_the_same_weights_whatever_the_global_rn
         weights.append(load_file(run_dir / "w.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_rerunning_a_finished_run_rewrites_the_metrics_snakemake_removed(tmp_path, digits16):
+    """Snakemake deletes a job's outputs before rerunning it (e.g. after a code change); the checkpoint
+    of the finished run stays, so the rerun resumes at the end and must still write metrics.jsonl."""
+    _, hist = _run(digits16, tmp_path)
+    (tmp_path / "metrics.jsonl").unlink()
+    _, again = _run(digits16, tmp_path)
+    assert again == hist
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in lines] == [1, 2, 3]

@@ -30,11 +30,18 @@ def test_help_describes_every_target():
 
 
 @pytest.mark.parametrize("target, command", [("dry-run", "snakemake -n all"),
-                                             ("report", "snakemake --report report.html")])
+                                             ("report", "snakemake --report results/smoke/report.html")])
 def test_targets_run_their_snakemake_command(target, command):
     out = make("-n", target)
     assert out.returncode == 0, out.stderr
     assert command in out.stdout.splitlines()
+
+
+def test_make_all_ends_by_pointing_to_claims_report_and_notebooks():
+    out = make("-n", "all")
+    assert out.returncode == 0, out.stderr
+    for where in ("results/smoke/claims.md", "results/smoke/report.html", "results/smoke/html/"):
+        assert where in out.stdout
 
 
 def test_dry_run_plans_the_pipeline_without_running_a_job():

@@ -26,6 +26,7 @@ def _cards_args(p: argparse.ArgumentParser) -> None:
 def _claims_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-root", required=True, help="folder holding results/<profile>/ of every profile")
     p.add_argument("--out", required=True, help="markdown file to write (results/<profile>/claims.md)")
+    p.add_argument("--html", help="also write the table as a styled HTML page (shown inline in the Snakemake report)")
 
 
 def gpu_processes(results_dir: Path, jobs: set[str]) -> dict[str, int]:
@@ -100,4 +101,23 @@ def claims(args: argparse.Namespace) -> None:
                   f"{date}, records of profile(s) {', '.join(profiles)}")
     text = lb.claims_markdown(judged, scales, spec["profile"], spec.get("notebooks", []), provenance)
     atomic_write_text(args.out, text)
+    if args.html:
+        atomic_write_text(args.html, markdown_page(text, title=f"robust_mim claims — {spec['profile']}"))
     log(f"wrote {args.out}: {len(lb.paper_claims())} papers x {len(profiles)} profile(s)")
+
+
+PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}"
+              "table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.35em .6em;"
+              "text-align:left;vertical-align:top}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}"
+              "code{background:#f4f4f4;padding:0 .2em}")
+
+
+def markdown_page(markdown: str, title: str) -> str:
+    """A self-contained HTML page of ``markdown`` (tables included), for the report and browsers."""
+    import html
+
+    import mistune
+
+    body = mistune.create_markdown(plugins=["table"], escape=False)(markdown)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{PAGE_STYLE}</style></head><body>{body}</body></html>\n")
