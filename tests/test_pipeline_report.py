@@ -58,5 +58,28 @@ def test_snakemake_report_writes_one_html_with_every_paper_category(pipeline, tm
     assert run.returncode == 0, run.stderr[-4000:]
     page = out.read_text(errors="replace")
     assert len(page) > 100_000
-    for category in ("0 overview and leaderboard", "6 claims"):
+    for category in ("0 claims", "1 NIM - De3", "5 DAT", "6 overview and leaderboard"):
         assert category in page
+    assert "How the pipeline works" in page  # the workflow description
+    assert page.count("test profile: nano ViT") >= 11  # every figure's caption states its scale
+
+
+def test_every_figure_the_pipeline_draws_has_its_own_caption(pipeline):
+    from types import SimpleNamespace
+
+    import jinja2
+
+    template = jinja2.Environment().from_string((REPO / "report" / "figure.rst").read_text())
+    figures = sorted((pipeline / "figures" / "test").glob("*/*.png")) + \
+        sorted((pipeline / "figures" / "test").glob("*/*.html"))
+    assert len(figures) >= 11
+    for fig in figures:
+        wildcards = SimpleNamespace(name=fig.stem, notebook=fig.parent.name)
+        caption = template.render(snakemake=SimpleNamespace(wildcards=wildcards, config=CONFIG))
+        assert not caption.startswith("Figure ``"), f"{fig.parent.name}/{fig.name} has only the generic caption"
+        assert CONFIG["scale_note"] in caption
+
+
+def test_claims_are_also_an_html_table(pipeline):
+    page = (pipeline / RES / "claims.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("<table>") >= 2 and "headline claim" in page
