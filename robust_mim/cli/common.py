@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from robust_mim import distributed
-from robust_mim.data import first_examples, load_dataset, num_classes
+from robust_mim.data import check_dataset, first_examples, load_dataset, num_classes
 from robust_mim.distributed import DistContext
 from robust_mim.engine import TrainConfig, pick_device
 from robust_mim.io import load_weights
@@ -43,7 +43,9 @@ def make_logger(path: str | None) -> Log:
 
 
 def dataset(spec: dict[str, Any], split: str) -> Dataset:
+    """One split of the spec's dataset, after `check_dataset` has checked the whole dataset's folders."""
     d = spec["data"]
+    check_dataset(d["name"], d["root"], d.get("download", False))
     return load_dataset(d["name"], d["root"], split, d["image_size"], d.get("download", False))
 
 
