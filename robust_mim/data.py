@@ -9,11 +9,14 @@ Every dataset yields ``(x, y)`` with ``x`` a float tensor ``[3, H, W]`` in ``[0,
 - ``cifar10``: torchvision's CIFAR-10 (downloads only when ``download`` is true).
 - ``imagefolder``: any ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` tree.
 - ``imagenet``: ImageNet-1k in ImageFolder layout, ``<root>/train`` and ``<root>/val``.
+
+`check_dataset` (from `robust_mim.data_check`) checks a dataset's folders before any work starts;
+an image file that cannot be decoded is a `CorruptDataError` naming the file.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -21,8 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from robust_mim.errors import ConfigError, DataMissingError
+from robust_mim.data_check import (CIFAR10_FOLDER, CIFAR10_HOW, IMAGEFOLDER_HOW, IMAGENET_HOW, check_cifar10,
+                                   check_dataset, check_image_split)
+from robust_mim.errors import ConfigError, CorruptDataError
 from robust_mim.registry import Registry
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
 
@@ -59,9 +67,27 @@ def _image_transform(image_size: int, train: bool, imagenet_style: bool):
     return T.Compose([T.Resize((image_size, image_size)), T.ToTensor()])
 
 
-def _require_dir(path: Path, dataset: str, how: str) -> None:
-    if not path.is_dir():
-        raise DataMissingError(f"{dataset} data not found at '{path}': {how}")
+def load_rgb(path: str) -> "Image":
+    """The image at ``path`` as an RGB PIL image (ImageFolder's loader).
+
+    Raises:
+        CorruptDataError: naming the file, if PIL cannot decode it (truncated file, garbage bytes).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... on bad bytes
+        reason = "not an image PIL can identify" if isinstance(exc, UnidentifiedImageError) else \
+            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        raise CorruptDataError(f"cannot decode image '{path}' ({reason}): replace or delete the file") from None
+
+
+def _image_folder(path: Path, transform) -> Dataset:
+    from torchvision.datasets import ImageFolder
+
+    return ImageFolder(str(path), transform=transform, loader=load_rgb)
 
 
 @DATASETS.register("cifar10")
@@ -69,35 +95,29 @@ def cifar10(root: str, split: str, image_size: int, download: bool = False) -> D
     """torchvision CIFAR-10 under ``root``; downloads only when ``download`` is true."""
     from torchvision.datasets import CIFAR10
 
-    base = Path(root)
-    if not download and not (base / "cifar-10-batches-py").is_dir():
-        raise DataMissingError(
-            f"cifar10 data not found at '{base / 'cifar-10-batches-py'}': set data.download: true "
-            "to fetch it with torchvision, or use data.name: imagefolder with a train/ test/ copy"
-        )
-    return CIFAR10(str(base), train=split == "train", download=download,
-                   transform=_image_transform(image_size, False, False))
+    check_cifar10(root, download)
+    try:
+        return CIFAR10(str(root), train=split == "train", download=download,
+                       transform=_image_transform(image_size, False, False))
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted" (a batch file fails its md5)
+        raise CorruptDataError(f"cifar10 data at '{Path(root) / CIFAR10_FOLDER}' is corrupt (a batch file fails "
+                               f"torchvision's md5 check): delete the folder and {CIFAR10_HOW}") from None
 
 
 @DATASETS.register("imagefolder")
 def imagefolder(root: str, split: str, image_size: int, download: bool = False) -> Dataset:
     """Any ``<root>/<split>/<class>/*.{png,jpg}`` tree (e.g. a JPEG copy of CIFAR-10)."""
-    from torchvision.datasets import ImageFolder
-
     path = Path(root) / split
-    _require_dir(path, "imagefolder", f"expected {path}/<class>/<image> files (train/ and test/ splits)")
-    return ImageFolder(str(path), transform=_image_transform(image_size, False, False))
+    check_image_split(path, "imagefolder", IMAGEFOLDER_HOW)
+    return _image_folder(path, _image_transform(image_size, False, False))
 
 
 @DATASETS.register("imagenet")
 def imagenet(root: str, split: str, image_size: int, download: bool = False) -> Dataset:
     """ImageNet-1k in ImageFolder layout: ``<root>/train`` and ``<root>/val``."""
-    from torchvision.datasets import ImageFolder
-
     path = Path(root) / ("train" if split == "train" else "val")
-    _require_dir(path, "imagenet", "download ImageNet-1k from image-net.org and arrange train/ and val/ "
-                 "as <split>/<wnid>/<image>.JPEG")
-    return ImageFolder(str(path), transform=_image_transform(image_size, split == "train", True))
+    check_image_split(path, "imagenet", IMAGENET_HOW)
+    return _image_folder(path, _image_transform(image_size, split == "train", True))
 
 
 def load_dataset(name: str, root: str, split: str, image_size: int, download: bool = False) -> Dataset:
@@ -163,3 +183,7 @@ def random_crop_flip(x: Tensor, padding: int, flip: bool) -> Tensor:
         mirror = torch.rand(n) < 0.5
         out = torch.where(mirror[:, None, None, None], out.flip(3), out)
     return out.contiguous()
+
+
+__all__ = ["DATASETS", "check_dataset", "epoch_batches", "first_examples", "load_dataset", "load_rgb", "num_classes",
+           "random_crop_flip"]

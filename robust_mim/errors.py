@@ -19,6 +19,20 @@ class DataMissingError(RobustMimError, FileNotFoundError):
     """A dataset is not where the configuration says; the message says how to get it."""
 
 
+class CorruptDataError(RobustMimError, ValueError):
+    """A data file exists but cannot be decoded (truncated or garbage image); the message names the file.
+
+    A DataLoader worker's error reaches the main process as ``CorruptDataError(<worker traceback>)``;
+    only the traceback's last line, the worker's own message, is kept.
+    """
+
+    def __init__(self, message: str) -> None:
+        lines = message.strip().splitlines()
+        if len(lines) > 1 and "Traceback" in message:
+            message = lines[-1].split(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
+
+
 class CheckpointError(RobustMimError):
     """A checkpoint cannot be read or does not match the model it is loaded into."""
 

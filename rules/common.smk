@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 
 from robust_mim.config import resolve_run, validate_config
-from robust_mim.errors import ConfigError
+from robust_mim.data_check import check_dataset
+from robust_mim.errors import ConfigError, RobustMimError
 
 REPO = Path(workflow.basedir)
 
@@ -28,6 +29,10 @@ def load_profile(overrides):
 
 
 config.update(load_profile(dict(config)))
+try:  # the data must be there before any job is planned: a missing split would otherwise surface after training
+    check_dataset(config["data"]["name"], config["data"]["root"], config["data"]["download"])
+except RobustMimError as exc:
+    raise SystemExit(f"robust_mim: {exc}") from None
 
 
 def cap_cores_to_machine():

@@ -11,10 +11,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from robust_mim import distributed
-from robust_mim.data import first_examples, load_dataset, num_classes
+from robust_mim.checkpoints import load_strict
+from robust_mim.data import check_dataset, first_examples, load_dataset, num_classes
 from robust_mim.distributed import DistContext
 from robust_mim.engine import TrainConfig, pick_device
-from robust_mim.io import load_weights
 from robust_mim.models.classifier import ImageClassifier
 from robust_mim.models.mim import MaskedAutoencoder
 from robust_mim.models.vit import build_vit_encoder, vit_spec
@@ -43,7 +43,9 @@ def make_logger(path: str | None) -> Log:
 
 
 def dataset(spec: dict[str, Any], split: str) -> Dataset:
+    """One split of the spec's dataset, after `check_dataset` has checked the whole dataset's folders."""
     d = spec["data"]
+    check_dataset(d["name"], d["root"], d.get("download", False))
     return load_dataset(d["name"], d["root"], split, d["image_size"], d.get("download", False))
 
 
@@ -76,16 +78,20 @@ def build_mae(spec: dict[str, Any]) -> MaskedAutoencoder:
                              norm_pix_loss=run.get("norm_pix_loss", False))
 
 
+def arch_name(spec: dict[str, Any]) -> str:
+    """The configured architecture in words: the run's ResNet ``backbone`` or the profile's ``model.arch``."""
+    backbone = spec.get("run", {}).get("backbone")
+    return f"backbone {backbone}" if backbone else f"model.arch {spec['model']['arch']}"
+
+
 def load_classifier(spec: dict[str, Any], weights: str, n_classes: int) -> ImageClassifier:
-    model = build_classifier(spec, n_classes)
-    model.load_state_dict(load_weights(weights), strict=True)
-    return model.eval()
+    """The configured classifier with ``weights``; MAE weights or another architecture is a CheckpointError."""
+    return load_strict(build_classifier(spec, n_classes), weights, "classifier", arch_name(spec)).eval()
 
 
 def load_mae(spec: dict[str, Any], weights: str) -> MaskedAutoencoder:
-    mae = build_mae(spec)
-    mae.load_state_dict(load_weights(weights), strict=True)
-    return mae.eval()
+    """The configured MAE with ``weights``; classifier weights or another architecture is a CheckpointError."""
+    return load_strict(build_mae(spec), weights, "mae", f"model.arch {spec['model']['arch']}").eval()
 
 
 def train_config(spec: dict[str, Any], num_classes: int | None = None) -> TrainConfig:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from robust_mim.attacks import predict_labels
+from robust_mim.checkpoints import check_kind
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.corruptions import CORRUPTION_NAMES, corrupt, load_cifar10c
@@ -64,6 +65,7 @@ def load_vq(path: str | Path) -> VQAutoencoder:
     from safetensors import safe_open
 
     state = load_weights(path)  # raises CheckpointError for missing / corrupt files
+    check_kind(state, str(path), "vq")  # MAE or classifier weights given as --vq: say what the file holds
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
     if meta.get("kind") != "vq" or "vq_arch" not in meta:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
+from robust_mim.checkpoints import read_weights
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.cli.artifacts import save_artifact, weights_metadata
 from robust_mim.cli.common import Log
 from robust_mim.distributed import DistContext
 from robust_mim.engine import fit
-from robust_mim.io import load_weights
 from robust_mim.models.classifier import load_encoder
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
 
@@ -57,7 +57,7 @@ def _finetune(args: argparse.Namespace, spec: dict, ctx: DistContext, device: to
     n_classes = common.n_classes_of(spec, train_set)
     model = common.build_classifier(spec, n_classes)
     if args.init:
-        load_encoder(model, load_weights(args.init), prefix="encoder.")
+        load_encoder(model, read_weights(args.init, "encoder"), prefix="encoder.", source=f"'{args.init}'")
         log(f"encoder initialised from {args.init}")
     if spec["run"].get("frozen_blocks"):  # partial fine-tuning (paper 4's F1/F2); before the optimizer exists
         _freeze_pretrained(model, spec["run"]["frozen_blocks"], args.init, log)

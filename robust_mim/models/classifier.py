@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from robust_mim.checkpoints import mismatch
 from robust_mim.errors import CheckpointError
 
 
@@ -43,28 +44,16 @@ class ImageClassifier(nn.Module):
         return self.head(self.embed(x))  # [N, K]
 
 
-def load_encoder(classifier: ImageClassifier, state: Mapping[str, Tensor], prefix: str = "encoder.") -> None:
+def load_encoder(classifier: ImageClassifier, state: Mapping[str, Tensor], prefix: str = "encoder.",
+                 source: str = "pretrained encoder") -> None:
     """Copy a pretrained encoder (keys ``prefix*``) into ``classifier.backbone``, strictly.
 
     Raises:
-        CheckpointError: naming missing, unexpected and shape-mismatched keys, if the encoder
-            does not match the backbone exactly.
+        CheckpointError: naming ``source`` and the missing, unexpected and shape-mismatched keys, if
+            the encoder does not match the backbone exactly.
     """
     encoder = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    target = classifier.backbone.state_dict()
-    missing = sorted(set(target) - set(encoder))
-    unexpected = sorted(set(encoder) - set(target))
-    shapes = sorted(k for k in set(target) & set(encoder) if target[k].shape != encoder[k].shape)
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"pretrained encoder does not match the classifier backbone: missing {_few(missing)}, "
-            f"unexpected {_few(unexpected)}, shape mismatch {_few(shapes)}"
-        )
+    diff = mismatch(classifier.backbone.state_dict(), encoder)
+    if diff:
+        raise CheckpointError(f"{source} does not match the classifier backbone ({diff})")
     classifier.backbone.load_state_dict(encoder, strict=True)
-
-
-def _few(keys: list[str], n: int = 4) -> str:
-    if not keys:
-        return "none"
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return "[" + ", ".join(keys[:n]) + "]" + more
