@@ -126,22 +126,18 @@ SOFT_TARGET_KEYS = ("mixup_alpha", "cutmix_alpha", "label_smoothing")
 def check_finetune_runs(config: dict[str, Any]) -> None:
     """Cross-key checks the schema cannot express, one ConfigError line each (before any job starts).
 
-    - an adversarial fine-tuning method (``HARD_LABEL_METHODS``) with MixUp/CutMix/label smoothing:
-      the engine would hand its attack soft targets [B, K] and the first step would fail;
-    - a De³ denoiser pretrained with ``norm_pix_loss``: its decoder outputs per-patch normalized
-      pixels, not images, so the defense would classify garbage without any error.
+    An adversarial fine-tuning method (``HARD_LABEL_METHODS``) with MixUp/CutMix/label smoothing:
+    the engine would hand its attack soft targets [B, K] and the first step would fail. (A De³
+    denoiser may be pretrained with ``norm_pix_loss``: De³ un-normalises its prediction with the
+    per-patch statistics of the image it receives, as the official NIM code.)
     """
-    finetune, pretrain = config.get("finetune") or {}, config.get("pretrain") or {}
+    finetune = config.get("finetune") or {}
     for run_id in finetune.get("runs") or {}:
         run, where = resolve_run(finetune, run_id), f"config error at finetune.runs.{run_id}"
         method = (run.get("method") or {}).get("name")
         soft = [k for k in SOFT_TARGET_KEYS if (run.get(k) or 0) > 0]
         if method in HARD_LABEL_METHODS and soft:
             raise ConfigError(f"{where}: method '{method}' attacks integer labels; set {', '.join(soft)} to 0")
-        denoiser = run.get("denoiser")
-        if denoiser and denoiser in (pretrain.get("runs") or {}) and resolve_run(pretrain, denoiser).get("norm_pix_loss"):
-            raise ConfigError(f"{where}: denoiser '{denoiser}' was pretrained with norm_pix_loss, so its decoder "
-                              f"does not output images; pretrain the denoiser without it")
 
 
 def resolve_run(section: dict[str, Any], run_id: str) -> dict[str, Any]:

@@ -35,9 +35,12 @@ class De3(nn.Module):
 
     ``forward(x) = classifier(clamp(D(E(x + σ_test·n)), 0, 1))`` with a fresh n ~ N(0, I) on
     every call, so the defense is randomized (attack it with EOT) and differentiable end to
-    end: attacks get gradients through the denoiser. With ``mask_ratio > 0`` the autoencoder
-    also masks that fraction of patches (the paper's MAE-baseline defense reconstructs masked
-    images); every patch of the reconstruction is used.
+    end: attacks get gradients through the denoiser. A denoiser pretrained with
+    ``norm_pix_loss`` predicts per-patch normalised pixels; they are mapped back with the
+    per-patch mean and std of the image the defense receives, x (official
+    ``ClassifierWithDefenseNIM``). With ``mask_ratio`` = γ > 0 the autoencoder masks that
+    fraction of patches: σ_test = 0 and γ > 0 is the paper's MAE baseline, whose degradation is
+    masking (official ``ClassifierWithDefenseMAE``); every patch of the reconstruction is used.
 
     Args:
         classifier: [N, 3, H, W] in [0, 1] -> logits [N, K] (with ``embed``/``head`` if present).
@@ -60,10 +63,7 @@ class De3(nn.Module):
         from robust_mim.objectives.mim import add_gaussian_noise
 
         x_noisy = add_gaussian_noise(x, self.sigma) if self.sigma > 0 else x  # not clamped (as in NIM)
-        if self.mask_ratio == 0:
-            return self.denoiser.reconstruct(x_noisy)
-        latent, _, ids_restore = self.denoiser.forward_encoder(x_noisy, self.mask_ratio)
-        return self.denoiser.unpatchify(self.denoiser.forward_decoder(latent, ids_restore)).clamp(0, 1)
+        return self.denoiser.reconstruct(x_noisy, reference=x, mask_ratio=self.mask_ratio)
 
     @property
     def head(self) -> nn.Module:
@@ -89,6 +89,16 @@ def _de3(classifier: nn.Module, denoiser: nn.Module | None = None, *, sigma_255:
     denoiser.eval().requires_grad_(False)
     defended = De3(classifier, denoiser, sigma_255 / 255.0, mask_ratio)
     return defended, defended.randomized
+
+
+def de3_degradation(settings: dict[str, Any] | None) -> str:
+    """How a De³ defense degrades its input: ``"mask"`` for the MAE baseline (σ_test = 0, γ > 0), else ``"noise"``.
+
+    The σ_test sweep (`robust_mim.objectives.nim.sigma_tradeoff`) varies that degradation.
+    """
+    settings = settings or {}
+    masks = settings.get("name") == "de3" and settings.get("mask_ratio", 0) > 0 and settings.get("sigma_255", 0) == 0
+    return "mask" if masks else "noise"
 
 
 # ----------------------------------------------------------------------------- test-time quantization (paper 5)

@@ -47,8 +47,6 @@ def test_schema_rejects_a_bad_config_with_a_readable_message(repo, schema, mutat
     (lambda c: c["finetune"]["runs"]["at-scratch"].update(mixup_alpha=0.8), "finetune.runs.at-scratch",
      "set mixup_alpha to 0"),
     (lambda c: c["finetune"].update(label_smoothing=0.1), "finetune.runs.at-scratch", "set label_smoothing to 0"),
-    (lambda c: c["pretrain"]["runs"]["nim-gamma"].update(norm_pix_loss=True), "finetune.runs.nim-gamma-de3",
-     "pretrained with norm_pix_loss"),
 ])
 def test_cross_key_mistakes_are_one_config_error_line(repo, schema, mutate, where, says):
     cfg = _load(repo, "smoke")
@@ -57,6 +55,25 @@ def test_cross_key_mistakes_are_one_config_error_line(repo, schema, mutate, wher
         validate_config(cfg, schema)
     msg = str(err.value)
     assert msg.startswith(f"config error at {where}:") and says in msg and "\n" not in msg
+
+
+def test_a_norm_pix_denoiser_is_allowed_as_the_official_nim(repo, schema):
+    cfg = _load(repo, "smoke")
+    cfg["pretrain"]["runs"]["nim-gamma"].update(norm_pix_loss=True)  # De³ un-normalises its prediction
+    assert validate_config(cfg, schema)["pretrain"]["runs"]["nim-gamma"]["norm_pix_loss"] is True
+
+
+@pytest.mark.parametrize("profile", ["cifar10", "imagenet"])
+def test_profiles_follow_the_official_nim_de3_recipe(repo, profile):
+    cfg = _load(repo, profile)
+    nim_runs = {k: v for k, v in cfg["pretrain"]["runs"].items() if v["objective"]["name"] == "nim"}
+    assert nim_runs and all(run.get("norm_pix_loss") for run in nim_runs.values())  # official nim_mae pretraining
+    de3 = {k: r["defense"] for k, r in cfg["finetune"]["runs"].items() if (r.get("defense") or {}).get("name") == "de3"}
+    noise = [d for d in de3.values() if d["sigma_255"] > 0]
+    assert noise and all(d["sigma_255"] == 70 for d in noise)  # official eval_sigma 70
+    masks = [d for d in de3.values() if d["sigma_255"] == 0]
+    assert masks and all(d["mask_ratio"] == 0.75 for d in masks)  # MAE baseline: masking, no noise
+    assert max(cfg["nim"]["sigma_sweep_255"]) >= 140  # official README: --sigma_list -5 70 140
 
 
 def test_soft_targets_stay_allowed_for_standard_fine_tuning(repo, schema):

@@ -119,3 +119,15 @@ def test_gaussian_augmentation_loss_is_cross_entropy_of_the_noisy_input():
     assert loss.item() == pytest.approx(F.cross_entropy(model.model(noisy), y).item(), rel=1e-6)
     assert loss.item() != pytest.approx(F.cross_entropy(model.model(x), y).item(), rel=1e-6)
     loss.backward()
+
+
+def test_consistency_loss_takes_soft_targets_as_mixup_gives_them():
+    x, y = batch()
+    torch.manual_seed(1)
+    loss, parts = consistency_loss(tiny_cnn(), x, F.one_hot(y, 5).float(), 0.25, num_noise=2)  # [N, K] targets
+    torch.manual_seed(1)
+    _, hard = consistency_loss(tiny_cnn(), x, y, 0.25, num_noise=2)
+    assert torch.isfinite(loss) and parts == pytest.approx(hard)  # one-hot targets = the labels, copy by copy
+    torch.manual_seed(1)
+    _, smooth = consistency_loss(tiny_cnn(), x, F.one_hot(y, 5).float() * 0.9 + 0.02, 0.25, num_noise=2)
+    assert smooth["kl"] == pytest.approx(hard["kl"]) and smooth["ce"] != pytest.approx(hard["ce"])

@@ -67,3 +67,47 @@ def test_classifier_normalises_inside_and_unknown_arch_is_a_config_error():
     assert torch.allclose(clf.normalize(torch.full((1, 3, 2, 2), 0.75)), torch.ones(1, 3, 2, 2))
     with pytest.raises(ConfigError, match="unknown model 'vit_huge'.*vit_micro_patch4_16"):
         vit_spec("vit_huge")
+
+
+def _official_sincos(dim, grid):
+    """MAE's util/pos_embed.py get_2d_sincos_pos_embed(dim, grid, cls_token=True), in numpy."""
+    import numpy as np
+
+    def one_axis(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    g = np.stack(np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32)), 0)
+    emb = np.concatenate([one_axis(dim // 2, g[0]), one_axis(dim // 2, g[1])], axis=1)
+    return torch.from_numpy(np.concatenate([np.zeros([1, dim]), emb], axis=0)).float()
+
+
+def test_position_embeddings_are_the_official_fixed_sin_cos_tables():
+    mae, grid = _mae(), SPEC.img_size // SPEC.patch_size
+    assert torch.allclose(mae.encoder.pos_embed[0], _official_sincos(SPEC.embed_dim, grid), atol=1e-6)
+    assert torch.allclose(mae.decoder_pos_embed[0], _official_sincos(SPEC.decoder_dim, grid), atol=1e-6)
+    trainable = {n for n, p in mae.named_parameters() if p.requires_grad}
+    assert "encoder.pos_embed" not in trainable and "decoder_pos_embed" not in trainable
+    clf = ImageClassifier(build_vit_encoder(SPEC), SPEC.embed_dim, 10, [0.5] * 3, [0.5] * 3)
+    load_encoder(clf, mae.state_dict())  # fine-tuning trains its copy, as the official FINETUNE recipe
+    assert clf.backbone.pos_embed.requires_grad
+
+
+def test_decoder_blocks_have_qkv_bias_as_the_official_mae():
+    mae = _mae()
+    assert all(b.attn.qkv.bias is not None for b in mae.decoder_blocks)
+    assert mae.decoder_norm.eps == 1e-6
+
+
+def test_norm_pix_prediction_is_unnormalised_with_the_reference_patches():
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(SPEC, [0.5] * 3, [0.5] * 3, norm_pix_loss=True)
+    x, reference = torch.rand(2, 3, 16, 16) * 0.2 + 0.4, torch.rand(2, 3, 16, 16) * 0.5 + 0.25
+    t = mae.patchify(reference)
+    mean, std = t.mean(-1, keepdim=True), (t.var(-1, keepdim=True) + 1e-6) ** 0.5
+    unit = (t - mean) / std  # a decoder that predicts the normalised reference exactly
+    assert torch.allclose(mae.to_pixels(unit, reference), t, atol=1e-5)
+    torch.nn.init.zeros_(mae.decoder_pred.weight), torch.nn.init.zeros_(mae.decoder_pred.bias)  # predicts 0
+    out = mae.reconstruct(x, reference=reference)  # → each patch's mean of the reference
+    assert torch.allclose(mae.patchify(out), mean.expand_as(t), atol=1e-5)

@@ -122,7 +122,7 @@ def test_de3_without_noise_is_deterministic_and_equals_classify_of_reconstructio
 def test_de3_noise_has_the_requested_scale():
     mae = tiny_mae()
     seen = {}
-    mae.reconstruct = lambda x_noisy: seen.setdefault("x", x_noisy).clamp(0, 1)  # record what is denoised
+    mae.reconstruct = lambda x_noisy, **_: seen.setdefault("x", x_noisy).clamp(0, 1)  # record what is denoised
     De3(tiny_classifier(), mae, sigma=0.2).eval()(torch.full((64, 3, 16, 16), 0.5))
     assert (seen["x"] - 0.5).std().item() == pytest.approx(0.2, rel=0.05)
 
@@ -296,3 +296,58 @@ def test_de3_with_masking_reconstructs_every_patch_and_is_randomized():
         a, b = defended.purify(x), defended.purify(x)
     assert randomized and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
     assert not torch.allclose(a, b)  # a fresh mask each call
+
+
+# ----------------------------------------------------------------------------- norm-pix denoisers, the MAE baseline
+
+
+def _zero_prediction_mae(norm_pix: bool = True) -> MaskedAutoencoder:
+    """A norm-pix autoencoder whose decoder predicts 0: its reconstruction is each reference patch's mean."""
+    mae = MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), MEAN, STD, norm_pix_loss=norm_pix)
+    nn.init.zeros_(mae.decoder_pred.weight), nn.init.zeros_(mae.decoder_pred.bias)
+    return mae.eval()
+
+
+def test_de3_unnormalises_a_norm_pix_denoiser_with_the_received_images_patches():
+    torch.manual_seed(0)
+    mae, clf = _zero_prediction_mae(), tiny_classifier().eval()
+    x = torch.rand(3, 3, 16, 16) * 0.6 + 0.2
+    patch_means = mae.patchify(x).mean(-1, keepdim=True).expand(-1, -1, 48)  # [N, L, p*p*3]
+    defended, _ = build_defense({"name": "de3", "sigma_255": 70}, clf, mae)
+    with torch.no_grad():
+        out = defended.purify(x)  # noise σ_test = 70/255 goes in; statistics come from x itself
+    assert torch.allclose(mae.patchify(out), patch_means, atol=1e-5)
+    masked, _ = build_defense({"name": "de3", "sigma_255": 0, "mask_ratio": 0.75}, clf, mae)
+    with torch.no_grad():
+        assert torch.allclose(mae.patchify(masked.purify(x)), patch_means, atol=1e-5)
+
+
+def test_denoised_finetuning_images_unnormalise_with_the_clean_images_patches():
+    torch.manual_seed(0)
+    mae, x = _zero_prediction_mae(), torch.rand(2, 3, 16, 16) * 0.6 + 0.2
+    out = denoised_images(mae, x, 30 / 255)
+    assert torch.allclose(mae.patchify(out), mae.patchify(x).mean(-1, keepdim=True).expand(-1, -1, 48), atol=1e-5)
+    assert torch.all(_zero_prediction_mae(norm_pix=False).reconstruct(x) == 0)  # a pixel decoder is left as is
+
+
+def test_mae_baseline_degradation_is_masking_and_its_sweep_varies_the_mask_ratio():
+    from robust_mim.defenses import de3_degradation
+    from robust_mim.objectives.nim import sigma_tradeoff
+
+    assert de3_degradation({"name": "de3", "sigma_255": 0, "mask_ratio": 0.75}) == "mask"
+    assert de3_degradation({"name": "de3", "sigma_255": 70}) == "noise"
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    rows = sigma_tradeoff(tiny_classifier().eval(), tiny_mae().eval(), x, y, [0, 50, 75, 100, 140], 8 / 255,
+                          steps=1, eot_samples=2, degradation="mask")
+    assert sorted({r["mask_ratio"] for r in rows}) == [0.0, 0.5, 0.75]  # γ = v/100, γ >= 1 skipped
+    assert all(r["sigma"] == 0 and r["degradation"] == "mask" for r in rows)
+    assert {r["eot_samples"] for r in rows if r["mask_ratio"] > 0} == {2}  # masking is randomized: EOT
+    with pytest.raises(ConfigError, match="degradation"):
+        sigma_tradeoff(tiny_classifier(), tiny_mae(), x, y, [0], 0.0, degradation="blur")
+
+
+def test_standard_finetuning_accepts_the_denoiser_of_its_de3_defense():
+    step = build_step(FINETUNE, {"name": "standard"}, denoiser=tiny_mae())
+    loss, _ = step(tiny_classifier(), torch.rand(2, 3, 16, 16), torch.tensor([1, 2]))
+    assert torch.isfinite(loss)

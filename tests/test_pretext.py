@@ -272,3 +272,14 @@ def test_multitask_pretext_loss_with_diversity():
         assert all(p.grad is not None for p in model.heads[task].parameters())
     clean, mc = multitask_pretext_loss(model, x, adversarial=False, generator=torch.Generator().manual_seed(0))
     assert "loss_adv" not in mc and torch.isfinite(clean)
+
+
+def test_ensemble_pretraining_keeps_the_official_diversity_weight_by_default():
+    from robust_mim.objectives.chen import PRETEXT_PRETRAIN
+    from robust_mim.objectives import build_step
+
+    step = build_step(PRETEXT_PRETRAIN, {"name": "pretext_multitask", "steps": 1})  # no diversity_weight given
+    torch.manual_seed(0)
+    loss, m = step(tiny_pretext_model(), torch.rand(4, 3, 16, 16), torch.zeros(4, dtype=torch.long))
+    assert m["diversity"] != 0.0  # λ = 0.1: the log-det term is computed and added, not silently dropped
+    assert math.isclose(loss.item(), 0.5 * (m["loss_clean"] + m["loss_adv"]) + 0.1 * m["diversity"], rel_tol=1e-4)

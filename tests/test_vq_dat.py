@@ -163,3 +163,21 @@ def test_dat_is_a_registered_finetuning_method(digits):
     assert not vq.training and not any(p.requires_grad for p in vq.parameters())
     with pytest.raises(ConfigError, match="vq"):
         build_step(FINETUNE, {"name": "dat"})
+
+
+def test_dat_records_the_fraction_of_vq_codes_its_perturbation_changes(digits):
+    from robust_mim.objectives.dat import codes_changed
+
+    torch.manual_seed(0)
+    x, y = digits[0][:16], digits[1][:16]
+    model, vq = tiny_cnn(), tiny_vq()
+    vq(x)  # k-means initialisation of the codebook
+    vq.eval()
+    x_hat = vq.quantize_image(x)
+    assert torch.equal(codes_changed(vq, x_hat, x_hat), torch.zeros(16))
+    far = codes_changed(vq, x_hat, 1 - x_hat)  # an inverted image
+    assert far.shape == (16,) and 0 < far.mean() <= 1
+    _, still = dat_loss(model, vq, x, y, eps=0.0, random_start=False)
+    assert still["codes_changed"] == 0.0 and still["images_codes_changed"] == 0.0  # δ = 0 changes no code
+    _, big = dat_loss(model, vq, x, y, eps=20.0)  # an L2 step far beyond the paper's 0.1
+    assert 0 < big["codes_changed"] <= 1 and 0 < big["images_codes_changed"] <= 1

@@ -60,7 +60,9 @@ def cross_entropy_step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, 
 
 
 @FINETUNE.register("standard")
-def _standard() -> Step:
+def _standard(denoiser: nn.Module | None = None) -> Step:
+    """Cross-entropy on clean images. A run's ``denoiser`` serves only its test-time De³ defense
+    (the MAE baseline of paper 1 fine-tunes on original images, official ``--on_original``)."""
     return cross_entropy_step
 
 

@@ -41,6 +41,7 @@ PRETEXT_PRETRAIN: Registry[Callable[..., Step]] = Registry("pretext pretraining 
 BACKBONES: Registry[Callable[..., ImageClassifier]] = Registry("backbone")
 ENCODER_PREFIX = "encoder."  # `robust_mim.models.classifier.load_encoder` reads these keys
 VIT_EMBEDDINGS = ("patch_embed", "cls_token", "pos_embed")
+ENSEMBLE_DIVERSITY_WEIGHT = 0.1  # official ensemble_pretrain.py: λ of the gradient-diversity log-det
 
 
 # ----------------------------------------------------------------------------- pretraining steps
@@ -72,8 +73,8 @@ def _pretext(task: str, adversarial: bool = False, eps_255: float = 8.0, step_25
 @PRETEXT_PRETRAIN.register("pretext_multitask")
 def _pretext_multitask(tasks: Sequence[str] = ("selfie", "jigsaw", "rotation"), adversarial: bool = True,
                        eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10,
-                       diversity_weight: float = 0.0) -> Step:
-    """Ensemble pretraining: the mean of the tasks' ½(clean + adv) losses on one backbone (+ λ·diversity)."""
+                       diversity_weight: float = ENSEMBLE_DIVERSITY_WEIGHT) -> Step:
+    """Ensemble pretraining: the mean of the tasks' ½(clean + adv) losses on one backbone (+ λ·diversity, λ = 0.1)."""
     _check_tasks(tasks)
     _check_attack(eps_255, step_255, steps)
 

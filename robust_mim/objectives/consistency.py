@@ -22,7 +22,7 @@ def gaussian_augmentation_loss(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     Args:
         model: classifier, ``[N, 3, H, W]`` in ``[0, 1]`` → logits ``[N, K]``.
         x: images ``[N, 3, H, W]`` in ``[0, 1]``.
-        y: labels ``[N]``.
+        y: labels ``[N]`` or soft targets ``[N, K]``.
         sigma: noise standard deviation in pixel units.
         generator: optional generator on x's device.
 
@@ -51,7 +51,7 @@ def consistency_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: 
     Args:
         model: classifier, ``[B, 3, H, W]`` in ``[0, 1]`` → logits ``[B, K]``.
         x: images ``[N, 3, H, W]`` in ``[0, 1]``.
-        y: labels ``[N]``.
+        y: labels ``[N]`` or soft targets ``[N, K]`` (MixUp/CutMix/label smoothing).
         sigma: noise standard deviation in pixel units.
         num_noise: m, noisy copies per image (>= 1; the KL term vanishes at m = 1).
         lbd: λ, weight of the KL consistency term.
@@ -67,7 +67,8 @@ def consistency_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: 
     copies = x.repeat(num_noise, 1, 1, 1)  # [m*N, 3, H, W]
     noise = torch.randn(copies.shape, generator=generator, device=x.device, dtype=x.dtype)
     logits = model(copies + sigma * noise)  # [m*N, K]
-    ce = F.cross_entropy(logits, y.repeat(num_noise))
+    targets = y.repeat(num_noise, *[1] * (y.ndim - 1))  # copy-major: labels [m*N] or soft targets [m*N, K]
+    ce = F.cross_entropy(logits, targets)
     log_p = F.log_softmax(logits, dim=1).view(num_noise, n, -1)  # [m, N, K]
     p_avg = log_p.exp().mean(dim=0)  # [N, K]
     kl = F.kl_div(log_p, p_avg.expand_as(log_p), reduction="none").sum(-1).mean()  # KL(p̄ ‖ p_i)

@@ -55,6 +55,21 @@ def dat_perturbation(model: nn.Module, x_hat: Tensor, y: Tensor, eps: float = DA
     return (x_adv - x0).detach()
 
 
+@torch.no_grad()
+def codes_changed(vq: VQAutoencoder, x_hat: Tensor, x_pert: Tensor) -> Tensor:
+    """Fraction of VQ code positions a perturbation changes, per image: codes(x̂ + δ) vs codes(x̂).
+
+    Args:
+        vq: frozen VQ autoencoder (eval mode, so its codebook does not move).
+        x_hat: quantized images Q(x) [N, 3, H, W]; x_pert: perturbed images x̂ + δ [N, 3, H, W].
+    Returns:
+        [N] fractions in [0, 1] (0: δ left every code as it was, so Q(x̂ + δ) = Q(x̂)).
+    """
+    _, before, _ = vq.encode(x_hat)  # [N, h, w]
+    _, after, _ = vq.encode(x_pert)  # [N, h, w]
+    return (before != after).flatten(1).float().mean(1)
+
+
 def dat_loss(model: nn.Module, vq: VQAutoencoder, x: Tensor, y: Tensor, eps: float = DAT_EPS,
              random_start: bool = True, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """DAT objective CE(f(x), y) + CE(f(Q(Q(x) + δ)), y); gradients reach ``model`` only.
@@ -66,7 +81,9 @@ def dat_loss(model: nn.Module, vq: VQAutoencoder, x: Tensor, y: Tensor, eps: flo
         eps: L2 radius of δ in pixel units (paper: 0.1).
         random_start, generator: see `dat_perturbation`.
     Returns:
-        (scalar loss, {"ce_clean", "ce_adv", "acc", "adv_acc", "delta_l2"}).
+        (scalar loss, {"ce_clean", "ce_adv", "acc", "adv_acc", "delta_l2", "codes_changed",
+        "images_codes_changed"}): the mean per-image fraction of VQ codes δ changes, and the
+        fraction of images with at least one changed code (`codes_changed`).
     """
     if eps < 0:
         raise ConfigError(f"DAT eps must be >= 0, got {eps}")
@@ -74,10 +91,13 @@ def dat_loss(model: nn.Module, vq: VQAutoencoder, x: Tensor, y: Tensor, eps: flo
         with torch.no_grad():
             x_hat = vq.quantize_image(x)  # [N, 3, H, W]
         delta = dat_perturbation(model, x_hat, y, eps, random_start, generator)
-        x_adv = vq.quantize_image_st((x_hat + delta).clamp(0, 1)).clamp(0, 1)  # re-quantized
+        x_pert = (x_hat + delta).clamp(0, 1)
+        changed = codes_changed(vq, x_hat, x_pert)  # [N]
+        x_adv = vq.quantize_image_st(x_pert).clamp(0, 1)  # re-quantized
     logits, logits_adv = model(x), model(x_adv)
     ce_clean, ce_adv = F.cross_entropy(logits, y), F.cross_entropy(logits_adv, y)
     return ce_clean + ce_adv, {
+        "codes_changed": changed.mean().item(), "images_codes_changed": (changed > 0).float().mean().item(),
         "ce_clean": ce_clean.item(), "ce_adv": ce_adv.item(),
         "acc": (logits.argmax(1) == y).float().mean().item(),
         "adv_acc": (logits_adv.argmax(1) == y).float().mean().item(),

@@ -45,9 +45,10 @@ def denoised_images(denoiser: MaskedAutoencoder, x: Tensor, sigma: Tensor | floa
         sigma: noise level in pixel units, a float or per-image [N].
 
     Returns:
-        denoised images [N, 3, H, W] in [0, 1], detached.
+        denoised images [N, 3, H, W] in [0, 1], detached. A norm-pix denoiser's prediction is
+        un-normalised with the per-patch statistics of the clean x (official ``finetune.py``).
     """
-    return denoiser.reconstruct(add_gaussian_noise(x, sigma)).detach()
+    return denoiser.reconstruct(add_gaussian_noise(x, sigma), reference=x).detach()
 
 
 def denoised_step(model: nn.Module, x: Tensor, y: Tensor, denoiser: MaskedAutoencoder, sampler: str = "uniform",
@@ -102,33 +103,53 @@ def sigma_sweep_entry(eps: float, steps: int = 10, eot_samples: int = 8, batch_s
 
 def sigma_tradeoff(classifier: nn.Module, denoiser: MaskedAutoencoder, x: Tensor, y: Tensor,
                    sigmas_255: list[float], eps: float, *, steps: int = 10, eot_samples: int = 8,
-                   batch_size: int = 256, generator: torch.Generator | None = None) -> list[dict[str, Any]]:
-    """The paper's σ_test trade-off: clean and PGD-EOT accuracy of De³ at every test-time noise level.
+                   batch_size: int = 256, generator: torch.Generator | None = None,
+                   degradation: str = "noise") -> list[dict[str, Any]]:
+    """The paper's σ_test trade-off: clean and PGD-EOT accuracy of De³ at every degradation level.
 
-    Each σ_test builds `De3` (noise σ_test → frozen denoiser → ``classifier``) and runs the
-    shared evaluation (`robust_mim.evaluation.run_suite`) with one entry: ε = 0 (clean) and
-    L∞ PGD at ``eps`` whose gradients average ``eot_samples`` draws of the noise (1 draw at
-    σ_test = 0, where De³ is deterministic). Accuracies are single forward draws per example.
+    Each level builds `De3` (degrade → frozen denoiser → ``classifier``) and runs the shared
+    evaluation (`robust_mim.evaluation.run_suite`) with one entry: ε = 0 (clean) and L∞ PGD at
+    ``eps`` whose gradients average ``eot_samples`` draws (1 draw where De³ is deterministic).
+    ``degradation="noise"``: σ_test = v/255 for v in ``sigmas_255`` (NIM). ``"mask"``: the MAE
+    baseline, masking at γ = v/100 and no noise (official ``eval_attack.py`` sweeps the MAE's
+    ``sigma/100``); levels v >= 100 are skipped. Accuracies are single forward draws per example.
 
     Args:
         classifier: [N, 3, H, W] in [0, 1] -> logits [N, K], in eval mode.
         denoiser: frozen autoencoder of the De³ defense.
         x: images [N, 3, H, W] in [0, 1]; y: labels [N].
-        sigmas_255: σ_test values in 1/255 units.
+        sigmas_255: levels (σ_test in 1/255 units, or γ in 1/100 units).
         eps: L∞ radius of the attack in pixel units.
 
     Returns:
-        one row per σ_test × ε: ``{"sigma_255", "sigma", "eot_samples", "eps", "accuracy",
-        "n_correct", "n_examples"}`` (ε = 0 rows are clean accuracy).
+        one row per level × ε: ``{"degradation", "sigma_255", "sigma", "mask_ratio", "eot_samples",
+        "eps", "accuracy", "n_correct", "n_examples"}`` (ε = 0 rows are clean accuracy).
     """
-    from robust_mim.defenses import De3
     from robust_mim.evaluation import run_suite
 
     rows = []
-    for s255 in sigmas_255:
-        defended = De3(classifier, denoiser, s255 / 255.0).eval()
+    for level in _sweep_levels(sigmas_255, degradation):
+        defended = _sweep_defense(classifier, denoiser, level)
         k = eot_samples if defended.randomized else 1
         entry = sigma_sweep_entry(eps, steps, k, batch_size)
         (result,) = run_suite(defended, x, y, [entry], randomized=defended.randomized, generator=generator)
-        rows += [{"sigma_255": float(s255), "sigma": s255 / 255.0, "eot_samples": k, **r} for r in result["rows"]]
+        rows += [{**level, "eot_samples": k, **r} for r in result["rows"]]
     return rows
+
+
+SWEEP_DEGRADATIONS = ("noise", "mask")
+
+
+def _sweep_levels(values: list[float], degradation: str) -> list[dict[str, Any]]:
+    """Sweep values → ``{"degradation", "sigma_255", "sigma", "mask_ratio"}`` per level."""
+    if degradation == "noise":
+        return [{"degradation": "noise", "sigma_255": float(v), "sigma": v / 255.0, "mask_ratio": 0.0} for v in values]
+    if degradation == "mask":
+        return [{"degradation": "mask", "sigma_255": 0.0, "sigma": 0.0, "mask_ratio": v / 100.0} for v in values if v < 100]
+    raise ConfigError(f"unknown De³ degradation '{degradation}' (known: {', '.join(SWEEP_DEGRADATIONS)})")
+
+
+def _sweep_defense(classifier: nn.Module, denoiser: MaskedAutoencoder, level: dict[str, Any]) -> nn.Module:
+    from robust_mim.defenses import De3
+
+    return De3(classifier, denoiser, level["sigma"], level["mask_ratio"]).eval()
