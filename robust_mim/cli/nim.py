@@ -9,6 +9,7 @@ import torch
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.errors import ConfigError
+from robust_mim.defenses import de3_degradation
 from robust_mim.objectives.nim import pretraining_label, sigma_tradeoff
 from robust_mim.records import make_record, provenance, write_record
 
@@ -34,7 +35,7 @@ def sigma_sweep(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     rows = sigma_tradeoff(classifier, denoiser, x.to(dev), y.to(dev), nim["sigma_sweep_255"], nim["sweep_eps_255"] / 255,
                           steps=ev["steps"], eot_samples=ev["eot_samples"], batch_size=ev["batch_size"],
-                          generator=generator)
+                          generator=generator, degradation=de3_degradation(spec["run"].get("defense")))
     _write_sweep(args, spec, rows, len(y), str(dev), time.perf_counter() - start)
 
 
@@ -42,7 +43,8 @@ def _write_sweep(args: argparse.Namespace, spec: dict, rows: list[dict], n: int,
     ev, nim, run = spec["evaluation"], spec["nim"], spec["run"]
     params = {"attack": "pgd", "norm": "linf", "eps": nim["sweep_eps_255"] / 255, "steps": ev["steps"],
               "restarts": 1, "eot_samples": ev["eot_samples"], "sigma_sweep_255": nim["sigma_sweep_255"],
-              "accuracy": "one forward draw per example", "defense": "de3"}
+              "accuracy": "one forward draw per example", "defense": "de3",
+              "degradation": de3_degradation(run.get("defense"))}
     write_record(args.out, make_record(
         args.model_id, "sigma-sweep", spec["profile"], rows, n_examples=n, params=params,
         provenance=provenance(spec, spec["seed"], dev, wall), paper=run.get("papers", []),
