@@ -90,7 +90,7 @@ NIM: tuple[Deviation, ...] = (
     _row("MAE baseline γ",
          "eval_attack.py sweeps the MAE's mask ratio γ = σ/100 over its σ list (0 to 1 in steps of 0.05)",
          "mae-de3's headline defense masks γ = 0.75 (the MAE's pretraining ratio); the sweep's levels v < 100 are "
-         "γ = v/100 once the sigma-sweep command passes the run's degradation (see defenses.de3_degradation)",
+         "γ = v/100 (the sweep takes the run's degradation from defenses.de3_degradation)",
          "one headline row per model; the sweep shows the rest", "yes (the MAE-De³ trade-off)"),
     _row("σ_test sweep levels",
          "README: σ_test ∈ {-5, 70, 140}/255 (eval_attack.py steps by 5/255 up to 300/255); -5 means no "

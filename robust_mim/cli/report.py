@@ -13,6 +13,7 @@ from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.errors import ConfigError
 from robust_mim.io import atomic_write_text
+from robust_mim.pages import markdown_page
 from robust_mim.records import git_commit, iter_records
 
 TRAINING_LOG = re.compile(r"= (\d+) process\(es\) x \d+ on (\w+)")
@@ -105,19 +106,3 @@ def claims(args: argparse.Namespace) -> None:
         atomic_write_text(args.html, markdown_page(text, title=f"robust_mim claims — {spec['profile']}"))
     log(f"wrote {args.out}: {len(lb.paper_claims())} papers x {len(profiles)} profile(s)")
 
-
-PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}"
-              "table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.35em .6em;"
-              "text-align:left;vertical-align:top}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}"
-              "code{background:#f4f4f4;padding:0 .2em}")
-
-
-def markdown_page(markdown: str, title: str) -> str:
-    """A self-contained HTML page of ``markdown`` (tables included), for the report and browsers."""
-    import html
-
-    import mistune
-
-    body = mistune.create_markdown(plugins=["table"], escape=False)(markdown)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{PAGE_STYLE}</style></head><body>{body}</body></html>\n")
