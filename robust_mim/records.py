@@ -23,7 +23,7 @@ from robust_mim.io import atomic_write_text
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("model_id", "evaluation", "profile", "rows", "n_examples", "params", "provenance")
 PROVENANCE_KEYS = ("git_commit", "config_hash", "seed", "versions", "device", "wall_time_s", "date")
-TRACKED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "adversarial-robustness-toolbox",
+TRACKED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "adversarial-robustness-toolbox", "pyautoattack",
                     "vector-quantize-pytorch", "robust_mim")
 
 
