@@ -175,3 +175,19 @@ def test_ce_pgd_fails_dlr_succeeds_and_the_protocol_flag_fires(fresh_digits_cnn,
     assert table.loc["masked", "ATA"] == pytest.approx(pgd_acc)
     assert table.loc["masked", "robust accuracy"] == pytest.approx(head["accuracy"])
     assert table.loc["masked", "protocol flag"].startswith("paper protocol overstates by")
+
+
+def test_cli_suite_runs_official_autoattack_and_eot_on_randomized_models(tmp_path):
+    from robust_mim.cli.evaluate import suite_from_spec
+
+    ev = {"eps_255": [0, 8], "batch_size": 64, "large_eps_255": 64, "steps": 3, "restarts": 1,
+          "strong_steps_factor": 2, "strong_restarts": 1, "eot_samples": 3, "square_queries": 20,
+          "headline_eps_255": 8, "autoattack": True, "apgd_steps": 4, "apgd_target_classes": 2, "l2_eps": []}
+    plain = {e["name"]: e for e in suite_from_spec(ev, False, False)}
+    assert plain["autoattack-linf"]["version"] == "auto" and "state_path" not in plain["autoattack-linf"]
+    assert (plain["autoattack-linf"]["apgd_steps"], plain["autoattack-linf"]["square_queries"]) == (4, 20)
+    assert all("eot_wrap" not in e for e in plain.values())
+    noisy = {e["name"]: e for e in suite_from_spec({**ev, "aa_square_queries": 7}, True, True, str(tmp_path))}
+    assert noisy["autoattack-linf"]["square_queries"] == 7 and noisy["autoattack-linf"]["eot_iter"] == 3
+    assert noisy["autoattack-linf"]["state_path"] == str(tmp_path / "autoattack-linf.pt")
+    assert noisy["autoattack-style-linf"]["eot_wrap"] == noisy["square-linf"]["eot_wrap"] == 3

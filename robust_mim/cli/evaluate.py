@@ -21,17 +21,23 @@ def _attack_args(p: argparse.ArgumentParser) -> None:
                         "(default: <log>.state next to --log; none without --log)")
 
 
-# evaluation settings of the official AutoAttack -> (spec key, default = AutoAttack's own budget)
-AUTOATTACK_KEYS = {"apgd_steps": ("aa_apgd_steps", OFFICIAL_BUDGET["apgd_steps"]),
-                   "n_target_classes": ("aa_target_classes", OFFICIAL_BUDGET["n_target_classes"]),
-                   "fab_steps": ("aa_fab_steps", OFFICIAL_BUDGET["fab_steps"]),
-                   "square_queries": ("aa_square_queries", OFFICIAL_BUDGET["square_queries"]),
-                   "eot_iter": ("aa_eot_iter", OFFICIAL_BUDGET["eot_iter"])}
+# the official AutoAttack's budget: parameter -> (its own spec key, the suite's key it follows when that is absent)
+AUTOATTACK_KEYS = {"apgd_steps": ("aa_apgd_steps", "apgd_steps"),
+                   "n_target_classes": ("aa_target_classes", "apgd_target_classes"),
+                   "fab_steps": ("aa_fab_steps", "apgd_steps"),
+                   "square_queries": ("aa_square_queries", "square_queries"),
+                   "eot_iter": ("aa_eot_iter", "eot_samples")}
 
 
 def autoattack_entry(ev: dict, state_dir: str | None = None) -> dict:
-    """The official AutoAttack at the headline ε (version auto: standard, or rand for randomized models)."""
-    budget = {param: ev.get(key, default) for param, (key, default) in AUTOATTACK_KEYS.items()}
+    """The official AutoAttack at the headline ε (version auto: standard, or rand for randomized models).
+
+    Its budget is ``aa_*`` of the evaluation settings; where a key is absent, the ART ensemble's
+    budget (``apgd_steps``, ``apgd_target_classes``, ``square_queries``, ``eot_samples``), else
+    AutoAttack's own (`OFFICIAL_BUDGET`). Records say whether it was the official budget.
+    """
+    budget = {param: ev.get(key, ev.get(fallback, OFFICIAL_BUDGET[param]))
+              for param, (key, fallback) in AUTOATTACK_KEYS.items()}
     state = {"state_path": str(Path(state_dir) / "autoattack-linf.pt")} if state_dir else {}
     return {"name": "autoattack-linf", "attack": "autoattack", "threat_model": "white-box",
             "eps": [ev["headline_eps_255"] / 255], "norm": "linf", "version": "auto", **budget,
