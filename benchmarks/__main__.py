@@ -153,7 +153,8 @@ def _autoattack_rows(r: dict) -> list[dict]:
                                                     "pyautoattack AutoAttack.run_standard_evaluation"))
         rows.append(_row(f"autoattack/{run['model']}", f"{ours['median_s']:.2f} s", f"{direct['median_s']:.2f} s",
                          run["ratio"], f">= {run['target_ratio']}",
-                         f"direct pyautoattack {run['pyautoattack']}; robust acc {ours['robust_accuracy']:.3f} vs "
+                         f"direct pyautoattack {run['pyautoattack']}; CPU-time ratio {run['ratio_cpu_time']:.2f}; "
+                         f"robust acc {ours['robust_accuracy']:.3f} vs "
                          f"{direct['robust_accuracy']:.3f}; n {run['n_examples']}"))
     return rows
 

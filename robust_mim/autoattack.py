@@ -193,11 +193,14 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str = "
             official values are the defaults (`OFFICIAL_BUDGET`); targets are capped at K − 1.
         seed: AutoAttack's seed (drawn from ``generator`` when None).
         state_path: a ``.pt`` file: progress is saved after each attack and resumed from.
+        randomized: also chooses the version; every point is then passed to every attack (AutoAttack
+            itself skips the points its one clean draw misclassifies, so a later attack, with a fresh
+            draw, gets them again); the caller scores ``x_adv`` (e.g. majority over draws).
 
     Returns:
         (x_adv [N, C, H, W], info) with info = {"attack": display name, "package",
         "package_version", "version", "attacks", "budget", "official_budget",
-        "robust_accuracy": {"clean": a, <attack>: robust accuracy after it}, "flags",
+        "robust_accuracy": {"clean": a, <attack>: fraction not yet fooled after it}, "flags",
         "resumed": attacks loaded from the state, "seed", "n_examples"}.
     """
     check_attack_inputs(x, y, eps, norm)
@@ -216,9 +219,10 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str = "
     state = load_state(state_path, key)
     resumed = list(state["done"]) if state else []
     if state is None:
-        robust = predict_labels(model, x, batch_size) == y
+        clean = predict_labels(model, x, batch_size) == y
+        robust = torch.ones_like(clean) if randomized else clean  # one unlucky clean draw must not spare a point
         state = {"key": key, "done": [], "robust": robust.cpu(), "x_adv": x.detach().cpu().clone(), "flags": [],
-                 "robust_accuracy": {"clean": robust.float().mean().item()}}
+                 "robust_accuracy": {"clean": clean.float().mean().item()}}
     x_adv, robust = state["x_adv"].to(x.device, x.dtype), state["robust"].to(x.device)
     with captured_flags(adversary) as flags:
         flags.flags += [f for f in state["flags"] if f not in flags.flags]

@@ -191,3 +191,28 @@ def test_cli_suite_runs_official_autoattack_and_eot_on_randomized_models(tmp_pat
     assert noisy["autoattack-linf"]["square_queries"] == 7 and noisy["autoattack-linf"]["eot_iter"] == 3
     assert noisy["autoattack-linf"]["state_path"] == str(tmp_path / "autoattack-linf.pt")
     assert noisy["autoattack-style-linf"]["eot_wrap"] == noisy["square-linf"]["eot_wrap"] == 3
+
+
+def test_eot_wrap_attacks_the_average_and_majority_scoring_is_stable(fresh_digits_cnn, test_images, monkeypatch):
+    from robust_mim import evaluation
+    from robust_mim.attacks import ExpectationOverTransformation
+
+    x, y = test_images
+    noisy, seen = NoisyInput(fresh_digits_cnn(), 0.1).eval(), []
+    real = evaluation.craft
+
+    def spy(spec, model, *args, **kwargs):
+        out = real(spec, model, *args, **kwargs)
+        seen.append(spec.eot_wrap)
+        return out
+
+    monkeypatch.setattr(evaluation, "craft", spy)
+    entry = {"name": "sq", "attack": "square", "threat_model": "black-box", "eps": [EPS], "queries": 5, "eot_wrap": 3}
+    (res,) = run_suite(noisy, x, y, [entry], randomized=True, generator=torch.Generator().manual_seed(0), score_draws=3)
+    assert seen == [3] and res["params"]["eot_wrap"] == 3
+    assert isinstance(ExpectationOverTransformation(noisy, 3)(x[:2]), torch.Tensor)
+    votes = [evaluation.score_correct(noisy, x, y, randomized=True, draws=15) for _ in range(2)]
+    singles = [evaluation.score_correct(noisy, x, y, randomized=True, draws=1) for _ in range(2)]
+    assert (votes[0] != votes[1]).sum() <= (singles[0] != singles[1]).sum()
+    with pytest.raises(AttackInputError, match="eot_wrap must be an integer >= 1"):
+        run_suite(noisy, x, y, [{**entry, "eot_wrap": 0}], randomized=True)
