@@ -79,7 +79,8 @@ def autoattack_evaluation(df: pd.DataFrame) -> str:
 
 def autoattack_name(df: pd.DataFrame) -> str:
     """Display name of the AutoAttack evaluation as run (official, or ART's components), from the records."""
-    infos = df.loc[df["evaluation"] == autoattack_evaluation(df), "attack_info"] if "attack_info" in df else pd.Series(dtype=object)
+    infos = (df.loc[df["evaluation"] == autoattack_evaluation(df), "attack_info"] if "attack_info" in df
+             else pd.Series(dtype=object))
     names = sorted({i["attack"] for i in infos if isinstance(i, dict) and "attack" in i})
     return " / ".join(names) if names else "AutoAttack-style (ART)"
 

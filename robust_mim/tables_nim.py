@@ -138,7 +138,7 @@ def _verdict(claim: str, ours: str, holds: bool | None) -> dict[str, str]:
 
 
 def claim_de3_beats_plain(table: pd.DataFrame, eps_255: float) -> dict[str, str]:
-    """De³ row vs plain row of the same pretraining: robust accuracy (worst case) at ε, beyond noise, for every pair."""
+    """De³ vs plain row of the same pretraining: robust accuracy (worst case) at ε, beyond noise, for every pair."""
     col, lines, holds = f"{ROBUST} {eps_255:g}/255", [], []
     for pretraining, rows in table.groupby("pretraining"):
         plain, de3 = rows[rows["defense"] == "plain"], rows[rows["defense"] == "De³"]

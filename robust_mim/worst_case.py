@@ -144,5 +144,5 @@ def overstatement_flags(protocol: Iterable[float], worst: Iterable[float], n: It
     return [overstatement(float(p), float(w), int(k) if k == k else 0) for p, w, k in zip(protocol, worst, n)]
 
 
-__all__ = ["NOT_ATTACKS", "decode_mask", "encode_mask", "linf_attack_rows", "overstatement", "overstatement_flags", "worst_case_accuracy",
-           "worst_case_mask", "worst_case_table"]
+__all__ = ["NOT_ATTACKS", "decode_mask", "encode_mask", "linf_attack_rows", "overstatement", "overstatement_flags",
+           "worst_case_accuracy", "worst_case_mask", "worst_case_table"]

@@ -131,7 +131,8 @@ def test_attack_the_model_cannot_support_is_one_line_before_work(test_images):
             return inp.flatten(1)[:, :2]
 
     suite = [pgd20(), aa_entry()]
-    with pytest.raises(AttackInputError, match="autoattack-linf: AutoAttack standard needs >= 4 classes; the model has 2"):
+    with pytest.raises(AttackInputError,
+                       match="autoattack-linf: AutoAttack standard needs >= 4 classes; the model has 2"):
         run_suite(TwoClasses(), x, y, suite)
     assert calls == [1]  # one forward pass to count the classes, no attack ran
     with pytest.raises(AttackInputError, match="version 'standard' on a randomized model"):
