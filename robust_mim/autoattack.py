@@ -25,6 +25,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import torch
@@ -121,6 +122,30 @@ def captured_flags(adversary: Any) -> Iterator[_Flags]:
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
+
+
+@contextmanager
+def checks_skipped(k: int, skip: bool = True) -> Iterator[None]:
+    """Replace AutoAttack's per-call model checks by no-ops (``skip``): they ran on the first attack already.
+
+    ``run_standard_evaluation`` checks the model (5 forward passes for randomness, a traced one for
+    dynamic defenses...) on every call; run once per attack they would cost up to 4× what one
+    AutoAttack run spends on them. Restored on exit.
+    """
+    import pyautoattack.autoattack as aa_module
+
+    real = aa_module.checks
+    if skip:
+        aa_module.checks = SimpleNamespace(check_randomized=_noop, check_dynamic=_noop, check_n_classes=_noop,
+                                           check_range_output=lambda *a, **kw: k, check_square_sr=_noop)
+    try:
+        yield
+    finally:
+        aa_module.checks = real
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 # ----------------------------------------------------------------------------- resumable state
@@ -224,12 +249,15 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str = "
         state = {"key": key, "done": [], "robust": robust.cpu(), "x_adv": x.detach().cpu().clone(), "flags": [],
                  "robust_accuracy": {"clean": clean.float().mean().item()}}
     x_adv, robust = state["x_adv"].to(x.device, x.dtype), state["robust"].to(x.device)
+    checked = False
     with captured_flags(adversary) as flags:
         flags.flags += [f for f in state["flags"] if f not in flags.flags]
         for attack in attacks:
             if attack in state["done"]:
                 continue
-            fooled, x_adv = _run_one(adversary, attack, x, y, robust, x_adv, batch_size)
+            with checks_skipped(k, skip=checked):  # AutoAttack's model checks: once per run, as its own
+                fooled, x_adv = _run_one(adversary, attack, x, y, robust, x_adv, batch_size)
+            checked = checked or bool(robust.any())
             robust &= ~fooled
             state.update(x_adv=x_adv.cpu(), robust=robust.cpu(), flags=list(flags.flags))
             state["done"].append(attack)

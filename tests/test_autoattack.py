@@ -217,3 +217,11 @@ def test_eot_wrap_attacks_the_average_and_majority_scoring_is_stable(fresh_digit
     assert (votes[0] != votes[1]).sum() <= (singles[0] != singles[1]).sum()
     with pytest.raises(AttackInputError, match="eot_wrap must be an integer >= 1"):
         run_suite(noisy, x, y, [{**entry, "eot_wrap": 0}], randomized=True)
+
+
+def test_autoattack_check_flags_are_recorded_once(fresh_digits_cnn, test_images):
+    x, y = test_images
+    probabilities = nn.Sequential(fresh_digits_cnn(), nn.Softmax(dim=1)).eval()  # AutoAttack wants logits
+    _, info = aa.autoattack(probabilities, x, y, EPS, **TINY_BUDGET, seed=0)
+    flagged = [f for f in info["flags"] if f.startswith("probabilities:")]
+    assert len(flagged) == 1 and "logits" in flagged[0]
