@@ -6,6 +6,7 @@ Runs, in one process with a fixed number of torch threads:
 - ``mae``:      MAE step with the encoder on visible tokens (mask 0.75) vs all tokens (mask 0);
 - ``pgd``:      PGD-10 of `robust_mim.attacks` vs ART's ``ProjectedGradientDescentPyTorch`` and ``...Numpy``;
 - ``certify``:  batched randomized-smoothing CERTIFY vs a per-sample loop;
+- ``autoattack``: official AutoAttack standard through `robust_mim.autoattack` vs calling ``pyautoattack`` directly;
 - ``gpu``:      training MFU on a GPU (skipped without CUDA);
 - ``pipeline``: wall time and peak memory of every job of ``snakemake all`` (from its benchmark files).
 
@@ -67,6 +68,20 @@ def _certify(args: argparse.Namespace, tmp: Path) -> dict:
     return {"benchmark": "certify_throughput", "runs": runs, "ratio": min(r["speedup"] for r in runs)}
 
 
+def _autoattack(args: argparse.Namespace, tmp: Path) -> dict:
+    from benchmarks import bench_autoattack
+    if args.quick:
+        models = [["--model", "vit", "--n-examples", "8", "--apgd-steps", "3", "--target-classes", "2",
+                   "--fab-steps", "3", "--square-queries", "10", "--repeats", "1"]]
+    else:  # the smoke micro ViT and a CIFAR-sized CNN at 2/255 (points survive APGD-CE), CPU-sized budget
+        budget = ["--n-examples", "64", "--eps", str(2 / 255), "--apgd-steps", "20", "--target-classes", "3",
+                  "--fab-steps", "20", "--square-queries", "200", "--repeats", "3"]
+        models = [["--model", "vit", *budget], ["--model", "cnn", *budget]]
+    runs = [bench_autoattack.main(m + ["--threads", str(args.threads), "--out", str(tmp / f"autoattack{i}.json")])
+            for i, m in enumerate(models)]
+    return {"benchmark": "autoattack_overhead", "runs": runs, "ratio": min(r["ratio"] for r in runs)}
+
+
 def _gpu(args: argparse.Namespace, tmp: Path) -> dict:
     from benchmarks import bench_gpu
     out = tmp / "gpu.json"
@@ -82,7 +97,7 @@ def _pipeline(args: argparse.Namespace, tmp: Path) -> dict:
 
 
 BENCHMARKS: dict[str, Runner] = {"engine": _engine, "mae": _mae, "pgd": _pgd, "certify": _certify,
-                                 "gpu": _gpu, "pipeline": _pipeline}
+                                 "autoattack": _autoattack, "gpu": _gpu, "pipeline": _pipeline}
 
 
 def summary_rows(name: str, result: dict) -> list[dict]:
@@ -131,6 +146,19 @@ def _certify_rows(r: dict) -> list[dict]:
             for run in r["runs"]]
 
 
+def _autoattack_rows(r: dict) -> list[dict]:
+    rows = []
+    for run in r["runs"]:
+        ours, direct = (run["results"][k] for k in ("robust_mim.autoattack.autoattack",
+                                                    "pyautoattack AutoAttack.run_standard_evaluation"))
+        rows.append(_row(f"autoattack/{run['model']}", f"{ours['median_s']:.2f} s", f"{direct['median_s']:.2f} s",
+                         run["ratio"], f">= {run['target_ratio']}",
+                         f"direct pyautoattack {run['pyautoattack']}; CPU-time ratio {run['ratio_cpu_time']:.2f}; "
+                         f"robust acc {ours['robust_accuracy']:.3f} vs "
+                         f"{direct['robust_accuracy']:.3f}; n {run['n_examples']}"))
+    return rows
+
+
 def _gpu_rows(r: dict) -> list[dict]:
     if r.get("status") != "ok":
         return [_row("gpu", note=f"skipped ({r.get('reason', 'no GPU')})")]
@@ -148,7 +176,7 @@ def _pipeline_rows(r: dict) -> list[dict]:
 
 SUMMARIES: dict[str, Callable[[dict], list[dict]]] = {
     "engine": _engine_rows, "mae": _mae_rows, "pgd": _pgd_rows, "certify": _certify_rows,
-    "gpu": _gpu_rows, "pipeline": _pipeline_rows}
+    "autoattack": _autoattack_rows, "gpu": _gpu_rows, "pipeline": _pipeline_rows}
 
 
 def run_one(name: str, args: argparse.Namespace, tmp: Path) -> dict:

@@ -18,7 +18,7 @@ Conventions (shared by every attack here and in `robust_mim.art_attacks`):
   preprocessing forward and the identity backward.
 
 ``ATTACKS`` maps names to ``attack(model, x, y, eps=..., **params)``. Gradient attacks return
-``x_adv``; ensembles (``"autoattack-style"``) return ``(x_adv, info)``; use
+``x_adv``; ensembles (``"autoattack-style"``, the official ``"autoattack"``) return ``(x_adv, info)``; use
 `split_attack_output` to handle both.
 """
 from __future__ import annotations
@@ -393,6 +393,7 @@ ATTACKS.register("fgsm")(fgsm)
 ATTACKS.register("pgd")(pgd)
 
 from robust_mim import art_attacks as _art_attacks  # noqa: E402,F401  (registers the ART-based attacks)
+from robust_mim import autoattack as _autoattack  # noqa: E402,F401  (registers the official AutoAttack)
 
 __all__ = [
     "ATTACKS", "AttackRegistry", "LOSSES", "NORMS", "BPDA", "ExpectationOverTransformation", "ThreatBall",

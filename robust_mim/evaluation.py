@@ -8,7 +8,11 @@ every other key is an attack parameter::
     {"name": "pgd-linf", "attack": "pgd", "threat_model": "white-box",
      "eps": [0, 2/255, 4/255, 8/255, 64/255], "steps": 10, "restarts": 1, "eot_samples": 1}
 
-Gray-box and transfer entries add ``"surrogate": <key of the surrogates dict>``.
+Gray-box and transfer entries add ``"surrogate": <key of the surrogates dict>``; ``"eot_wrap": K``
+runs an attack without its own EOT option (ART's APGD, Square, the official AutoAttack's
+standard components) on `ExpectationOverTransformation` of the model (K draws averaged).
+Every row records which examples stayed correct (``"correct"``, `robust_mim.worst_case`), so
+the headline robust accuracy can be the per-example worst case over all attacks.
 ``sanity_checks`` then tests the results for the usual signs of a broken evaluation
 (gradient masking, a too-weak attack), with tolerances derived from the number of examples.
 """
@@ -24,11 +28,14 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from robust_mim.attacks import ATTACKS, check_attack_inputs, predict_labels, split_attack_output
+from robust_mim.attacks import (ATTACKS, ExpectationOverTransformation, check_attack_inputs, predict_labels,
+                                split_attack_output)
+from robust_mim.autoattack import min_classes, resolve_version
 from robust_mim.errors import AttackInputError
 from robust_mim.progress import Progress, progress_or_none
+from robust_mim.worst_case import encode_mask
 
-RESERVED_KEYS = ("name", "attack", "threat_model", "eps", "surrogate", "batch_size")
+RESERVED_KEYS = ("name", "attack", "threat_model", "eps", "surrogate", "batch_size", "eot_wrap")
 LARGE_EPS_LINF = 32 / 255
 
 
@@ -89,6 +96,7 @@ class SuiteEntry:
     surrogate: str | None
     batch_size: int
     params: dict[str, Any]  # attack keyword arguments given in the entry
+    eot_wrap: int = 1  # > 1: craft on ExpectationOverTransformation(model, eot_wrap)
 
 
 def _accepts(fn: Callable, key: str) -> bool:
@@ -119,7 +127,37 @@ def parse_entry(entry: Mapping[str, Any], surrogates: Mapping[str, nn.Module]) -
     eps = tuple(float(e) for e in (entry["eps"] if isinstance(entry["eps"], (list, tuple)) else [entry["eps"]]))
     if any(not e >= 0 for e in eps):
         raise AttackInputError(f"{name}: eps values must be >= 0, got {list(eps)}")
-    return SuiteEntry(name, entry["attack"], tm, eps, surrogate, int(entry.get("batch_size", 256)), params)
+    eot_wrap = entry.get("eot_wrap", 1)
+    if not isinstance(eot_wrap, int) or isinstance(eot_wrap, bool) or eot_wrap < 1:
+        raise AttackInputError(f"{name}: eot_wrap must be an integer >= 1, got {eot_wrap!r}")
+    return SuiteEntry(name, entry["attack"], tm, eps, surrogate, int(entry.get("batch_size", 256)), params, eot_wrap)
+
+
+def required_classes(spec: SuiteEntry, randomized: bool) -> tuple[int, str]:
+    """(classes the entry's attack needs, what needs them): DLR losses, APGD-T and AutoAttack need 3 or 4."""
+    p = spec.params
+    if spec.attack == "autoattack":
+        version = resolve_version(p.get("version", "auto"), randomized and spec.threat_model.crafts_on == "defended")
+        return min_classes(version), f"AutoAttack {version}"
+    if spec.attack == "apgd-dlr-targeted" or (spec.attack == "apgd" and p.get("loss") == "dlr" and p.get("targeted")):
+        return 4, "targeted APGD-DLR"
+    if spec.attack == "apgd-dlr" or p.get("loss") == "dlr":
+        return 3, "the DLR loss"
+    return 1, ""
+
+
+def preflight(specs: list[SuiteEntry], defended: nn.Module, surrogates: Mapping[str, nn.Module], x: Tensor,
+              randomized: bool) -> None:
+    """Raise one `AttackInputError` line, before any work, for an attack its model cannot support."""
+    classes: dict[int, int] = {}
+    for spec in specs:
+        need, what = required_classes(spec, randomized)
+        model = defended if spec.threat_model.crafts_on == "defended" else surrogates[spec.surrogate]
+        if need > 1 and id(model) not in classes:
+            with torch.no_grad():
+                classes[id(model)] = int(model(x[:1]).shape[1])
+        if need > 1 and classes[id(model)] < need:
+            raise AttackInputError(f"{spec.name}: {what} needs >= {need} classes; the model has {classes[id(model)]}")
 
 
 def _jsonable(value: Any) -> Any:
@@ -132,10 +170,11 @@ def _jsonable(value: Any) -> Any:
 
 def full_params(spec: SuiteEntry) -> dict[str, Any]:
     """The attack's parameters as run: its signature defaults overridden by the entry (JSON-safe)."""
-    skip = {"model", "x", "y", "eps", "generator", "verbose"}
+    skip = {"model", "x", "y", "eps", "generator", "verbose", "randomized", "state_path"}
     sig = inspect.signature(ATTACKS.get(spec.attack)).parameters
     defaults = {k: p.default for k, p in sig.items() if k not in skip and p.default is not inspect.Parameter.empty}
-    return {k: _jsonable(v) for k, v in {**defaults, **spec.params, "batch_size": spec.batch_size}.items()}
+    wrap = {"eot_wrap": spec.eot_wrap} if spec.eot_wrap > 1 else {}
+    return {k: _jsonable(v) for k, v in {**defaults, **spec.params, "batch_size": spec.batch_size, **wrap}.items()}
 
 
 # ----------------------------------------------------------------------------- running
@@ -158,12 +197,25 @@ def _merge_info(infos: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]
 
 
 def craft(spec: SuiteEntry, model: nn.Module, x: Tensor, y: Tensor, eps: float,
-          generator: torch.Generator | None = None, progress: Progress | None = None) -> tuple[Tensor, dict[str, Any]]:
+          generator: torch.Generator | None = None, randomized: bool = False,
+          progress: Progress | None = None) -> tuple[Tensor, dict[str, Any]]:
     """Run the entry's attack on ``model`` at ``eps`` in batches -> (x_adv [N, C, H, W], merged info).
 
-    ``progress`` counts one unit per attacked batch."""
+    Attacks marked ``batches_itself`` (the official AutoAttack) get all N examples in one call;
+    ``randomized`` reaches attacks that take it (AutoAttack chooses its version from it);
+    ``progress`` counts one unit per attacked batch of ``spec.batch_size`` examples.
+    """
     fn = ATTACKS.get(spec.attack)
     extra = {"generator": generator} if _accepts(fn, "generator") else {}
+    if "randomized" in inspect.signature(fn).parameters:
+        extra["randomized"] = randomized
+    if spec.eot_wrap > 1:
+        model = ExpectationOverTransformation(model, spec.eot_wrap)
+    if getattr(fn, "batches_itself", False):
+        out = split_attack_output(fn(model, x, y, eps=eps, **spec.params, batch_size=spec.batch_size, **extra))
+        if progress is not None:
+            progress.update(math.ceil(x.shape[0] / spec.batch_size))
+        return out
     outs, infos, sizes = [], [], []
     for i in range(0, x.shape[0], spec.batch_size):
         xb, yb = x[i:i + spec.batch_size], y[i:i + spec.batch_size]
@@ -173,32 +225,59 @@ def craft(spec: SuiteEntry, model: nn.Module, x: Tensor, y: Tensor, eps: float,
         sizes.append(xb.shape[0])
         if progress is not None:
             progress.update()
-    return torch.cat(outs), _merge_info(infos, sizes)
+    return torch.cat(outs), (infos[0] if len(infos) == 1 else _merge_info(infos, sizes))
+
+
+def score_correct(model: nn.Module, x: Tensor, y: Tensor, *, randomized: bool = False, draws: int = 1,
+                  batch_size: int = 256) -> Tensor:
+    """Per-example correctness [N] bool of ``model`` on ``x`` [N, C, H, W], ``y`` [N].
+
+    Deterministic models: one forward pass. Randomized models: correct iff the label wins more
+    than half of ``draws`` independent forward draws (``draws=1``: one draw, whose mean over
+    examples estimates the expected accuracy of a single draw).
+    """
+    if not randomized or draws == 1:
+        return predict_labels(model, x, batch_size) == y
+    votes = sum((predict_labels(model, x, batch_size) == y).int() for _ in range(draws))
+    return votes * 2 > draws
+
+
+def scoring_note(randomized: bool, draws: int) -> str:
+    """How `score_correct` scored a model, in words (recorded beside every accuracy)."""
+    if not randomized:
+        return "deterministic model: one forward pass"
+    return "randomized model: one forward draw" if draws == 1 else f"randomized model: majority over {draws} draws"
 
 
 def run_evaluation(defended: nn.Module, x: Tensor, y: Tensor, entry: Mapping[str, Any], *,
                    surrogates: Mapping[str, nn.Module] | None = None, randomized: bool = False,
-                   generator: torch.Generator | None = None, progress: Progress | None = None) -> dict[str, Any]:
+                   generator: torch.Generator | None = None, score_draws: int = 1,
+                   progress: Progress | None = None) -> dict[str, Any]:
     """One suite entry -> one result dict (see `run_suite`); ``progress`` counts attacked batches."""
     surrogates = surrogates or {}
     spec = parse_entry(entry, surrogates)
-    attacker = defended if spec.threat_model.crafts_on == "defended" else surrogates[spec.surrogate]
+    on_defended = spec.threat_model.crafts_on == "defended"
+    attacker = defended if on_defended else surrogates[spec.surrogate]
     start, rows = time.perf_counter(), []
     for eps in spec.eps:
         with seeded_rng(generator, x.device):
-            x_adv, info = (x, {}) if eps == 0 else craft(spec, attacker, x, y, eps, generator, progress)
+            x_adv, info = (x, {}) if eps == 0 else craft(spec, attacker, x, y, eps, generator,
+                                                         randomized and on_defended, progress)
         with seeded_rng(generator, x.device) if randomized else nullcontext():
-            n_correct = int((predict_labels(defended, x_adv, spec.batch_size) == y).sum())
+            correct = score_correct(defended, x_adv, y, randomized=randomized, draws=score_draws,
+                                    batch_size=spec.batch_size)
+        n_correct = int(correct.sum())
         rows.append({"eps": eps, "accuracy": n_correct / max(1, x.shape[0]), "n_correct": n_correct,
-                     "n_examples": int(x.shape[0]), **({"attack_info": info} if info else {})})
+                     "n_examples": int(x.shape[0]), "correct": encode_mask(correct),
+                     **({"attack_info": info} if info else {})})
     return {"evaluation": spec.name, "attack": spec.attack, "threat_model": spec.threat_model.name,
             "surrogate": spec.surrogate, "params": full_params(spec), "rows": rows,
-            "wall_time_s": time.perf_counter() - start}
+            "scoring": scoring_note(randomized, score_draws), "wall_time_s": time.perf_counter() - start}
 
 
 def run_suite(defended: nn.Module, x: Tensor, y: Tensor, suite: list[dict[str, Any]], *,
               surrogates: Mapping[str, nn.Module] | None = None, randomized: bool = False,
-              generator: torch.Generator | None = None,
+              generator: torch.Generator | None = None, score_draws: int = 1,
               log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Evaluate ``defended`` under every entry of ``suite`` (all entries are validated first).
 
@@ -206,7 +285,10 @@ def run_suite(defended: nn.Module, x: Tensor, y: Tensor, suite: list[dict[str, A
     ``surrogates[entry["surrogate"]]`` (gray-box, transfer), always evaluated on ``defended``.
     With ``randomized=True`` each accuracy is one forward draw per example under a global RNG
     seeded from ``generator`` (forked, so torch's RNG is left as it was); crafting is seeded the
-    same way. ε = 0 rows are clean accuracy.
+    same way; with ``score_draws`` = K > 1 an example counts as correct when it is classified
+    correctly in more than half of K draws (`score_correct`; recorded as ``"scoring"``). ε = 0
+    rows are clean accuracy. Every entry is validated, and checked against the number of classes
+    its model has (`preflight`), before any attack runs.
 
     Args:
         defended: the whole defended classifier [N, C, H, W] in [0, 1] -> logits [N, K], in eval mode.
@@ -217,14 +299,18 @@ def run_suite(defended: nn.Module, x: Tensor, y: Tensor, suite: list[dict[str, A
 
     Returns:
         one dict per entry: ``{"evaluation", "attack", "threat_model", "surrogate", "params",
-        "rows": [{"eps", "accuracy", "n_correct", "n_examples", ["attack_info"]}], "wall_time_s"}``.
+        "rows": [{"eps", "accuracy", "n_correct", "n_examples", "correct" (hex bitstring of the [N]
+        correctness mask), ["attack_info"]}], "scoring", "wall_time_s"}``.
     """
     check_attack_inputs(x, y, 0.0)
+    if not isinstance(score_draws, int) or score_draws < 1:
+        raise AttackInputError(f"score_draws must be an integer >= 1, got {score_draws!r}")
     specs = [parse_entry(entry, surrogates or {}) for entry in suite]
+    preflight(specs, defended, surrogates or {}, x, randomized)
     batches = sum(sum(e != 0 for e in s.eps) * math.ceil(x.shape[0] / s.batch_size) for s in specs)
     progress = progress_or_none(batches, log, "attack", "batches")
     return [run_evaluation(defended, x, y, entry, surrogates=surrogates, randomized=randomized, generator=generator,
-                           progress=progress) for entry in suite]
+                           score_draws=score_draws, progress=progress) for entry in suite]
 
 
 # ----------------------------------------------------------------------------- default suite
@@ -420,5 +506,5 @@ def sanity_checks(results: list[dict[str, Any]], num_classes: int, randomized: b
 
 
 __all__ = ["THREAT_MODELS", "QUERY_ONLY_ATTACKS", "LARGE_EPS_LINF", "SuiteEntry", "ThreatModel", "accuracy",
-           "craft", "default_suite", "full_params", "parse_entry", "run_evaluation", "run_suite", "sanity_checks",
-           "seeded_rng", "tolerance"]
+           "craft", "default_suite", "full_params", "parse_entry", "preflight", "required_classes", "run_evaluation",
+           "run_suite", "sanity_checks", "score_correct", "scoring_note", "seeded_rng", "tolerance"]

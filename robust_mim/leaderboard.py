@@ -1,12 +1,11 @@
 """One leaderboard under one evaluation, RobustBench-style model cards, and the claims table — from records.
 
 Every classifier the pipeline trains (every model with the shared robustness suite of rule
-``attack_eval``) is one row, under the same threat models: clean accuracy, PGD L∞ over ε, the
-AutoAttack-style ensemble (named by its components), PGD L2, the adaptive attacks a defense needs
-(EOT, BPDA, feature-space PGD, PGD-MI), the worst case over every L∞ attack run at the headline ε,
-mean corruption error and certified accuracy where measured, training cost from Snakemake's
-benchmark files, and the failed sanity checks. Functions over the records DataFrame are pure;
-``load_*`` functions only read files the pipeline wrote. Nothing here attacks or recomputes a number.
+``attack_eval``) is one row: clean accuracy, PGD L∞ over ε, AutoAttack, PGD L2, adaptive attacks
+(EOT, BPDA, feature-space PGD, PGD-MI), the headline robust accuracy (per-example worst case over every
+L∞ attack), mCE and certified accuracy where measured, training cost (Snakemake's benchmark files)
+and failed sanity checks. Functions over the records DataFrame are pure; ``load_*`` functions only
+read files the pipeline wrote. Nothing here attacks or recomputes a number.
 """
 from __future__ import annotations
 
@@ -22,11 +21,13 @@ import pandas as pd
 
 from robust_mim.records import iter_records
 from robust_mim.report import RecordsMissing, load_records
+from robust_mim.worst_case import linf_attack_rows, worst_case_table
 
 SUITE_EVALUATIONS = ("sanity", "pgd-linf")  # a model with these ran the shared suite: a trained classifier
 NOT_ATTACKS = ("sanity", "sanity-adaptive", "sigma-sweep", "certify", "pretext", "corruption", "vq-reconstruction")
 ADAPTIVE_MARKERS = ("eot", "bpda", "feature", "pgd-mi")  # evaluation names of adaptive attacks
-AUTOATTACK = "autoattack-style-linf"
+AUTOATTACK, OFFICIAL_AUTOATTACK = "autoattack-style-linf", "autoattack-linf"  # ART ensemble, pyautoattack
+ROBUST = "robust accuracy"  # the headline: per-example worst case over every L∞ attack
 UPSTREAM_RULE_PREFIXES = ("pretrain", "train")  # rules that train what a classifier starts from (MIM, pretext, VQ)
 FLAG = "⚠ failed checks"
 CARD_SCHEMA = "robust_mim.model_card/1"
@@ -116,9 +117,17 @@ def worst_case(df: pd.DataFrame, eps: float, only: Iterable[str] | None = None) 
     return pd.DataFrame({"accuracy": best["accuracy"] * 100, "attack": best["evaluation"]})
 
 
+def headline_worst_case(df: pd.DataFrame, eps: float) -> pd.DataFrame:  # per-example, L∞ attacks at ε' <= eps
+    return worst_case_table(linf_attack_rows(df), eps)
+
+
+def autoattack_evaluation(df: pd.DataFrame) -> str:  # the official AutoAttack where it ran, else ART's
+    return OFFICIAL_AUTOATTACK if (df["evaluation"] == OFFICIAL_AUTOATTACK).any() else AUTOATTACK
+
+
 def autoattack_name(df: pd.DataFrame) -> str:
-    """The AutoAttack-style ensemble as run, named by its components (from the records' attack_info)."""
-    infos = df.loc[df["evaluation"] == AUTOATTACK, "attack_info"] if "attack_info" in df else []
+    """The AutoAttack evaluation as run (official, or the ART ensemble named by its components)."""
+    infos = df.loc[df["evaluation"] == autoattack_evaluation(df), "attack_info"] if "attack_info" in df else []
     names = sorted({i.get("attack") or " + ".join(i.get("components", [])) for i in infos if isinstance(i, dict)})
     return " / ".join(n for n in names if n) or "AutoAttack-style ensemble"
 
@@ -157,7 +166,7 @@ def failed_checks(df: pd.DataFrame) -> pd.Series:
 
 def headline_eps_255(df: pd.DataFrame, default: float = 8.0) -> float:
     """ε (1/255) of the AutoAttack-style ensemble, the suite's headline ε; ``default`` when not run."""
-    eps = df.loc[df["evaluation"] == AUTOATTACK, "eps"].dropna()
+    eps = df.loc[df["evaluation"] == autoattack_evaluation(df), "eps"].dropna()
     return round(float(eps.max()) * 255, 3) if len(eps) else default
 
 
@@ -169,9 +178,10 @@ def leaderboard(df: pd.DataFrame, costs: pd.DataFrame | None = None, eps_255: It
                 models: Iterable[str] | None = None) -> pd.DataFrame:
     """Exactly one row per trained classifier, every number in %, from records.
 
-    Columns: papers, defense, clean, PGD L∞ at each ε, the AutoAttack-style ensemble and PGD L2 at
-    ``l2_eps``, ``adaptive (worst)`` (EOT / BPDA / feature / MI attacks, where run), ``robust
-    (worst)`` (the lowest over every L∞ attack at the headline ε) and the attack that reached it,
+    Columns: papers, defense, clean, PGD L∞ at each ε, AutoAttack (official where run, else the ART
+    ensemble) and PGD L2 at ``l2_eps``, ``adaptive (worst)`` (EOT / BPDA / feature / MI attacks, where
+    run), ``robust accuracy`` (the headline: per-example worst case over every L∞ attack at the headline
+    ε, `headline_worst_case`) and the attack that broke most examples,
     mCE and certified accuracy where measured, n (test images), training cost (from ``costs``:
     `training_cost`) and the failed sanity checks. ``models`` keeps only those ids (e.g. the configured
     ones, leaving out records of models since removed from the config).
@@ -186,12 +196,12 @@ def leaderboard(df: pd.DataFrame, costs: pd.DataFrame | None = None, eps_255: It
     for e in eps_255:
         out[f"PGD L∞ {e:g}/255 (%)"] = accuracy_at(sub, "pgd-linf", e / 255)
     aa = f"{autoattack_name(sub)} {head:g}/255 (%)"
-    out[aa] = accuracy_at(sub, AUTOATTACK, head / 255)
+    out[aa] = accuracy_at(sub, autoattack_evaluation(sub), head / 255)
     out[f"PGD L2 {l2_eps:g} (%)"] = accuracy_at(sub, "pgd-l2", l2_eps, norm="l2")
     adaptive = worst_case(sub, head / 255, only=ADAPTIVE_MARKERS)
     out[f"adaptive (worst) {head:g}/255 (%)"] = adaptive["accuracy"]
-    worst = worst_case(sub, head / 255)
-    out[f"robust (worst) {head:g}/255 (%)"] = worst["accuracy"]
+    worst = headline_worst_case(sub, head / 255)
+    out[f"{ROBUST} (worst case) {head:g}/255 (%)"] = worst["accuracy"]
     out["worst attack"] = worst["attack"]
     out["corruption error (%)"] = mean_corruption_error(sub)
     for r in radii:
@@ -206,8 +216,8 @@ def leaderboard(df: pd.DataFrame, costs: pd.DataFrame | None = None, eps_255: It
 
 
 def robust_column(board: pd.DataFrame) -> str:
-    """Name of the ``robust (worst)`` column of a leaderboard."""
-    return next(c for c in board.columns if c.startswith("robust (worst)"))
+    """Name of the headline ``robust accuracy (worst case)`` column of a leaderboard."""
+    return next(c for c in board.columns if c.startswith(ROBUST))
 
 
 def pareto_front(x: pd.Series, y: pd.Series, maximize_x: bool = True) -> pd.Series:

@@ -67,7 +67,7 @@ def test_engine_and_mae_report_both_sides_and_their_ratio(quick_report):
 
 def test_summary_has_a_row_per_comparison_and_pipeline_says_how_to_produce(quick_report):
     rows = {r["benchmark"]: r for r in quick_report["summary"]}
-    for name in ("engine/classifier", "engine/mae", "pgd/cnn", "pgd/cnn/art-numpy", "certify/cnn"):
+    for name in ("engine/classifier", "engine/mae", "pgd/cnn", "pgd/cnn/art-numpy", "certify/cnn", "autoattack/vit"):
         assert rows[name]["ratio"] is not None and rows[name]["ratio"] > 0
     pipeline = quick_report["benchmarks"]["pipeline"]
     assert pipeline["status"] == "missing" and "snakemake" in pipeline["message"]

@@ -85,10 +85,10 @@ def test_exactly_one_row_per_trained_classifier(results):
 def test_robust_worst_is_the_lowest_attack_and_adaptive_only_where_run(results):
     board = board_of(results)
     # beta: PGD 55, AutoAttack-style 50, EOT 20 at 8/255 -> the EOT attack decides
-    assert board.loc["beta", "robust (worst) 8/255 (%)"] == pytest.approx(20.0)
+    assert board.loc["beta", "robust accuracy (worst case) 8/255 (%)"] == pytest.approx(20.0)
     assert board.loc["beta", "worst attack"] == "pgd-linf-eot"
     assert board.loc["beta", "adaptive (worst) 8/255 (%)"] == pytest.approx(20.0)
-    assert board.loc["alpha", "robust (worst) 8/255 (%)"] == pytest.approx(25.0)  # AutoAttack-style < PGD 30
+    assert board.loc["alpha", "robust accuracy (worst case) 8/255 (%)"] == pytest.approx(25.0)  # AutoAttack < PGD 30
     assert pd.isna(board.loc["alpha", "adaptive (worst) 8/255 (%)"])
 
 

@@ -2,25 +2,53 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from robust_mim.autoattack import OFFICIAL_BUDGET
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.cli.artifacts import attacked_model
-from robust_mim.evaluation import default_suite, run_suite, sanity_checks
+from robust_mim.evaluation import default_suite, run_suite, sanity_checks, scoring_note
+from robust_mim.worst_case import decode_mask, worst_case_accuracy
 
 
 def _attack_args(p: argparse.ArgumentParser) -> None:
     common.add_model_args(p, common.OUT_DIR)
     p.add_argument("--denoiser", default=None, help="MAE weights of a De³ denoiser, when the model uses one")
     p.add_argument("--vq", default=None, help="VQ weights of a model that quantizes its input (defense vq, paper 5)")
+    p.add_argument("--state-dir", default=None,
+                   help="where the official AutoAttack saves its progress, so a killed job resumes "
+                        "(default: <log>.state next to --log; none without --log)")
 
 
-def suite_from_spec(ev: dict, randomized: bool, has_bare: bool) -> list[dict]:
+# the official AutoAttack's budget: parameter -> (its own spec key, the suite's key it follows when that is absent)
+AUTOATTACK_KEYS = {"apgd_steps": "aa_apgd_steps", "n_target_classes": "aa_target_classes",
+                   "fab_steps": "aa_fab_steps", "square_queries": "aa_square_queries", "eot_iter": "aa_eot_iter"}
+
+
+def autoattack_entry(ev: dict, state_dir: str | None = None) -> dict:
+    """The official AutoAttack at the headline ε (version auto: standard, or rand for randomized models).
+
+    Its budget is ``aa_*`` of the evaluation settings (the schema's defaults are AutoAttack's own,
+    `OFFICIAL_BUDGET`); records say whether it was the official budget.
+    """
+    budget = {param: ev.get(key, OFFICIAL_BUDGET[param]) for param, key in AUTOATTACK_KEYS.items()}
+    state = {"state_path": str(Path(state_dir) / "autoattack-linf.pt")} if state_dir else {}
+    return {"name": "autoattack-linf", "attack": "autoattack", "threat_model": "white-box",
+            "eps": [ev["headline_eps_255"] / 255], "norm": "linf", "version": "auto", **budget,
+            "batch_size": ev["batch_size"], **state}
+
+
+def suite_from_spec(ev: dict, randomized: bool, has_bare: bool, state_dir: str | None = None) -> list[dict]:
     """The configured evaluation suite as data (ε in 1/255 units in the config → pixel units).
 
     FGSM and PGD L∞ over the ε grid, the sanity-check attacks of `default_suite` (large ε,
-    strong PGD at the headline ε, EOT for randomized models, Square, gray-box), the ART
-    AutoAttack-style ensemble at the headline ε, and PGD L2.
+    strong PGD at the headline ε, EOT for randomized models, Square, gray-box), the official
+    AutoAttack (``pyautoattack``: standard, or rand for randomized models) and the ART
+    AutoAttack-style ensemble (the second opinion) at the headline ε, and PGD L2. On a
+    randomized model every attack is EOT: PGD averages ``eot_samples`` gradients, ART's
+    ensemble and Square attack the ``eot_samples``-draw average (``eot_wrap``), AutoAttack
+    runs its rand version.
     """
     grid, bs = [e / 255 for e in ev["eps_255"]], ev["batch_size"]
     suite = [{"name": "fgsm-linf", "attack": "fgsm", "threat_model": "white-box", "eps": grid, "batch_size": bs}]
@@ -35,11 +63,16 @@ def suite_from_spec(ev: dict, randomized: bool, has_bare: bool) -> list[dict]:
             entry["eps"] = headline
         elif entry["attack"] == "square":
             entry["eps"] = square_eps
+    if ev.get("autoattack_official", True):
+        suite.append(autoattack_entry(ev, state_dir))
     if ev["autoattack"]:
         suite.append({"name": "autoattack-style-linf", "attack": "autoattack-style", "threat_model": "white-box",
                       "eps": headline, "norm": "linf", "steps": ev["apgd_steps"],
                       "n_target_classes": ev["apgd_target_classes"], "queries": ev["square_queries"],
                       "batch_size": bs})
+    for entry in suite if randomized and ev["eot_samples"] > 1 else []:
+        if entry["attack"] in ("autoattack-style", "square"):
+            entry["eot_wrap"] = ev["eot_samples"]
     if ev["l2_eps"]:
         suite.append({"name": "pgd-l2", "attack": "pgd", "threat_model": "white-box", "norm": "l2",
                       "eps": [0.0, *ev["l2_eps"]], "steps": ev["steps"], "eot_samples": ev["eot_samples"] if randomized else 1,
@@ -56,14 +89,31 @@ def attack(args: argparse.Namespace) -> None:
     defended, bare, randomized = attacked_model(spec, args.weights, k, args.denoiser, args.vq)
     defended, bare = defended.to(dev), bare.to(dev)
     surrogates = {"bare": bare} if defended is not bare else {}
-    suite = suite_from_spec(ev, randomized, bool(surrogates))
+    state_dir = args.state_dir or (f"{args.log}.state" if args.log else None)
+    suite = suite_from_spec(ev, randomized, bool(surrogates), state_dir)
     generator = common.seeded_generator(spec, dev)
-    log(f"attack {args.model_id}: {len(suite)} evaluations on {len(y)} test images, randomized={randomized}")
+    draws = ev.get("score_draws", 1)
+    log(f"attack {args.model_id}: {len(suite)} evaluations on {len(y)} test images, randomized={randomized}"
+        f" ({scoring_note(randomized, draws)})")
     results = run_suite(defended, x.to(dev), y.to(dev), suite, surrogates=surrogates, randomized=randomized,
-                        generator=generator, log=log)
+                        generator=generator, score_draws=draws, log=log)
     checks = sanity_checks(results, k, randomized)
     _write(args, spec, results, checks, len(y), str(dev))
     log(f"wrote {len(results)} records; failed sanity checks: {', '.join(common.failed_checks(checks)) or 'none'}")
+    log(headline_line(results, ev["headline_eps_255"] / 255))
+
+
+def headline_line(results: list[dict], eps: float) -> str:
+    """The per-example worst case over every L∞ attack at ``eps`` (and below), as one log line."""
+    rows = sorted(((r["evaluation"], row) for r in results if r["params"].get("norm", "linf") == "linf"
+                   for row in r["rows"] if row["eps"] <= eps + 1e-9 and "correct" in row),
+                  key=lambda er: (-er[1]["eps"], er[1]["accuracy"]))  # credit the strongest attack first
+    masks = {f"{name}@{row['eps'] * 255:g}": decode_mask(row["correct"], row["n_examples"]) for name, row in rows}
+    if not masks:
+        return "robust accuracy (worst case): no L-inf attack rows"
+    res = worst_case_accuracy(masks)
+    return (f"robust accuracy (per-example worst case over {len(masks)} attack rows) at {eps * 255:g}/255: "
+            f"{res['accuracy']:.3f}; most examples broken by {res['attack']}")
 
 
 def _write(args: argparse.Namespace, spec: dict, results: list[dict], checks: list[dict], n: int, dev: str) -> None:
@@ -75,5 +125,12 @@ def _write(args: argparse.Namespace, spec: dict, results: list[dict], checks: li
 
 
 def _result_fields(result: dict) -> dict:
-    """Everything a suite result says besides its name, rows, params and wall time (attack, threat model...)."""
-    return {k: v for k, v in result.items() if k not in ("evaluation", "rows", "params", "wall_time_s")}
+    """Everything a suite result says besides its name, rows, params and wall time (attack, threat model,
+    scoring...); the official AutoAttack's package, version, attacks and check flags at the top level."""
+    out = {k: v for k, v in result.items() if k not in ("evaluation", "rows", "params", "wall_time_s")}
+    infos = [row["attack_info"] for row in result["rows"] if "package" in row.get("attack_info", {})]
+    if infos:
+        out.update(package=infos[0]["package"], package_version=infos[0]["package_version"],
+                   autoattack_version=infos[0]["version"], autoattack_attacks=infos[0]["attacks"],
+                   autoattack_flags=sorted({f for i in infos for f in i["flags"]}))
+    return out

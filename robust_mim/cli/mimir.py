@@ -24,6 +24,7 @@ from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.errors import ConfigError
 from robust_mim.evaluation import run_evaluation, sanity_checks
+from robust_mim.worst_case import decode_mask, encode_mask
 from robust_mim.objectives.mimir_methods import hsic_estimator
 
 EntryFn = Callable[[Tensor], dict[str, Any]]  # clean batch [B, 3, H, W] -> suite entry
@@ -71,7 +72,9 @@ def evaluate_batched(model: nn.Module, x: Tensor, y: Tensor, entry_for: EntryFn,
     rows = []
     for per_batch in zip(*(p["rows"] for p in parts)):
         n_correct, n = sum(r["n_correct"] for r in per_batch), sum(r["n_examples"] for r in per_batch)
-        rows.append({"eps": per_batch[0]["eps"], "accuracy": n_correct / n, "n_correct": n_correct, "n_examples": n})
+        correct = torch.cat([decode_mask(r["correct"], r["n_examples"]) for r in per_batch])  # [N] per example
+        rows.append({"eps": per_batch[0]["eps"], "accuracy": n_correct / n, "n_correct": n_correct, "n_examples": n,
+                     "correct": encode_mask(correct)})
     return {**parts[0], "rows": rows, "wall_time_s": sum(p["wall_time_s"] for p in parts)}
 
 
