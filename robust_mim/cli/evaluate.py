@@ -21,7 +21,7 @@ def _attack_args(p: argparse.ArgumentParser) -> None:
                         "(default: <log>.state next to --log; none without --log)")
 
 
-# the official AutoAttack's budget: parameter -> (its own spec key, the suite's key it follows when that is absent)
+# the official AutoAttack's budget: its parameter -> the evaluation key that sets it
 AUTOATTACK_KEYS = {"apgd_steps": "aa_apgd_steps", "n_target_classes": "aa_target_classes",
                    "fab_steps": "aa_fab_steps", "square_queries": "aa_square_queries", "eot_iter": "aa_eot_iter"}
 
