@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from robust_mim.records import iter_records
+from robust_mim.verdict import NOT_RUN, VERDICTS
 from robust_mim.report import RecordsMissing, load_records
 from robust_mim.worst_case import linf_attack_rows, worst_case_table
 
@@ -446,20 +447,13 @@ class PaperClaim:
     judge: Callable[[Path, str], pd.DataFrame]  # (results_dir, profile) -> claims [claim, ours, status]
 
 
-def normalise_status(text: str) -> str:
-    """A paper module's verdict in the claims table's words."""
-    t = str(text).lower()
-    for prefix, status in (("not yet run", "not yet run at this scale"), ("not reproduced", "not reproduced"),
-                           ("reproduced", "reproduced"), ("inconclusive", "not reproduced (within noise)"),
-                           ("not testable", "not testable at this scale")):
-        if t.startswith(prefix):
-            return status
-    return t or "not yet run at this scale"
-
-
 def _frame(claims: pd.DataFrame, claim: str, ours: str, status: str) -> pd.DataFrame:
+    """A paper module's claims as [claim, ours, status]; every status is one of `robust_mim.verdict.VERDICTS`."""
+    unknown = set(claims[status]) - set(VERDICTS)
+    if unknown:
+        raise ValueError(f"claims outside the verdict vocabulary {VERDICTS}: {sorted(unknown)}")
     return pd.DataFrame({"claim": claims[claim].astype(str), "ours": claims[ours].astype(str),
-                         "status": claims[status].map(normalise_status), "verdict": claims[status].astype(str)})
+                         "status": claims[status].astype(str)})
 
 
 def judge_nim(results_dir: Path, profile: str, eps_255: float = 8.0) -> pd.DataFrame:
@@ -473,8 +467,8 @@ def judge_nim(results_dir: Path, profile: str, eps_255: float = 8.0) -> pd.DataF
 def judge_mimir(results_dir: Path, profile: str, eps_255: float = 8.0) -> pd.DataFrame:
     from robust_mim import tables_mimir as t
 
-    return _frame(t.claims(t.headline_table(t.load_mimir_records(results_dir, profile), eps_255)),
-                  "claim", "ours", "verdict")
+    df = t.load_mimir_records(results_dir, profile)  # with df: the near-chance rule, as in notebook 02
+    return _frame(t.claims(t.headline_table(df, eps_255), df), "claim", "ours", "verdict")
 
 
 def judge_dmae(results_dir: Path, profile: str) -> pd.DataFrame:
@@ -535,15 +529,15 @@ def paper_claims() -> list[PaperClaim]:
 
 def judge_profile(results_dir: str | Path, profile: str, papers: list[PaperClaim] | None = None
                   ) -> dict[str, pd.DataFrame]:
-    """Every paper's claims at one profile: paper key -> [claim, ours, status, verdict] (the headline first);
-    a paper without records at this profile gets one 'not yet run at this scale' row."""
+    """Every paper's claims at one profile: paper key -> [claim, ours, status] (the headline first);
+    a paper without records at this profile gets one 'not run at this scale' row."""
     out = {}
     for paper in papers or paper_claims():
         try:
             out[paper.key] = paper.judge(Path(results_dir), profile).reset_index(drop=True)
         except RecordsMissing as exc:
             out[paper.key] = pd.DataFrame([{"claim": paper.claim, "ours": str(exc).split(":")[0],
-                                            "status": "not yet run at this scale", "verdict": "no records"}])
+                                            "status": NOT_RUN}])
     return out
 
 

@@ -10,7 +10,6 @@ standard model) is computed here from the per-cell errors. Nothing here evaluate
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pandas as pd
 from robust_mim.corruptions import CORRUPTION_NAMES, mean_corruption_error
 from robust_mim.records import iter_records
 from robust_mim.report import RecordsMissing, load_records
+from robust_mim.verdict import BETTER, WITHIN, WORSE, compare, verdict
 
 PAPER = "dat"
 CORRUPTION = "corruption"
@@ -240,17 +240,6 @@ def plot_corruption_errors(df: pd.DataFrame, models: pd.DataFrame, title: str = 
 # ----------------------------------------------------------------------------- claims
 
 
-def _compare(a: float, b: float, n: int, lower_is_better: bool) -> tuple[str | None, float]:
-    """Outcome of a (%) against b (%), each measured on n images: 'better' / 'worse' beyond the noise
-    allowance (two standard errors of the difference plus two examples), else 'within noise'; None if missing."""
-    if pd.isna(a) or pd.isna(b) or not n:
-        return None, float("nan")
-    p, q = a / 100, b / 100
-    allowance = 100 * (2 * math.sqrt(max(p * (1 - p) + q * (1 - q), 0.0) / n) + 2 / n)
-    gain = (b - a) if lower_is_better else (a - b)
-    return ("better" if gain > allowance else "worse" if gain < -allowance else "within noise"), allowance
-
-
 def _pairs(summary: pd.DataFrame, models: pd.DataFrame) -> list[tuple[str, str]]:
     """(DAT model, its reference): DAT from scratch vs standard; <init> + DAT vs <init> + fine-tune."""
     by = models.set_index("model_id")
@@ -264,29 +253,29 @@ def _pairs(summary: pd.DataFrame, models: pd.DataFrame) -> list[tuple[str, str]]
 
 
 def _claim(key: str, column: str, summary: pd.DataFrame, models: pd.DataFrame, lower: bool) -> dict[str, str]:
-    lines, outcomes = [], []
+    """Every DAT model against its reference in ``column``: one comparison each, one verdict (`robust_mim.verdict`)."""
+    lines, found = [], []
     for m, ref in _pairs(summary, models):
-        a, b, n = summary.loc[m, column], summary.loc[ref, column], summary.loc[m, "n"]
-        outcome, allowance = _compare(a, b, int(n) if pd.notna(n) else 0, lower)
-        if outcome is None:
+        n = summary.loc[m, "n"]
+        c = compare(summary.loc[m, column], summary.loc[ref, column], int(n) if pd.notna(n) else 0,
+                    lower_is_better=lower)
+        if c.outcome is None:
             continue
-        outcomes.append(outcome)
-        lines.append(f"{summary.loc[m, 'role']} {a:.1f}% vs {summary.loc[ref, 'role']} {b:.1f}% "
-                     f"(± {allowance:.1f}: {outcome})")
-    if not outcomes:
-        ours, verdict = f"needs {column} of a DAT model and of its standard-training reference", "not yet run"
-    elif all(o == "better" for o in outcomes):
-        ours, verdict = f"{column}: " + "; ".join(lines), "reproduced at this scale"
+        found.append(c)
+        lines.append(f"{summary.loc[m, 'role']} vs {summary.loc[ref, 'role']} {c.text()}: {c.outcome}")
+    if not found:
+        ours = f"needs {column} of a DAT model and of its standard-training reference"
     else:
-        counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("better", "within noise", "worse") if o in outcomes)
-        status = "not reproduced at this scale" if "worse" in outcomes else "inconclusive at this scale (within noise)"
-        ours, verdict = f"{column}: " + "; ".join(lines), f"{status} (DAT vs reference: {counts})"
-    return {"claim": key, "paper (its scale)": PAPER_CLAIMS[key], "ours (this scale)": ours, "verdict": verdict}
+        counts = ", ".join(f"{sum(c.outcome == o for c in found)} {o}" for o in (BETTER, WITHIN, WORSE)
+                           if any(c.outcome == o for c in found))
+        ours = f"{column}: " + "; ".join(lines) + f" (DAT vs reference: {counts})"
+    return {"claim": key, "paper (its scale)": PAPER_CLAIMS[key], "ours (this scale)": ours,
+            "verdict": verdict(found)}
 
 
 def claims(summary: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     """Each claim judged from the summary table: every DAT model against the standard-trained model with the
-    same init; reproduced when every DAT model is better beyond the noise allowance of the difference."""
+    same init; held when every DAT model is better beyond the noise allowance (`robust_mim.verdict`)."""
     rows = [_claim("clean", "clean acc (%)", summary, models, lower=False),
             _claim("mce", "mean corruption error (%)", summary, models, lower=True)]
     return pd.DataFrame(rows)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from robust_mim.records import iter_records
 from robust_mim.report import RecordsMissing, load_records
+from robust_mim.verdict import NOT_RUN, compare, from_check, verdict
 
 TABLE_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 CLAIM_RADII = (0.25, 0.5, 0.75, 1.0)
@@ -186,32 +187,23 @@ def sanity_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _beats(best: pd.DataFrame, a: str, b: str, radii: tuple[float, ...], n: int) -> tuple[str, str]:
-    """Status and evidence of 'a is certified more accurately than b at every radius' from best-over-σ.
+    """Verdict and evidence of 'a is certified more accurately than b at every radius' from best-over-σ.
 
-    Certified accuracies are fractions of ``n`` images, so each radius's difference is compared with
-    the suite's binomial tolerance (`robust_mim.evaluation.tolerance`, on the larger accuracy):
-    reproduced when ``a`` is ahead at every radius and beyond the noise at one at least; not
-    reproduced when ``b`` is ahead beyond the noise somewhere; inconclusive (within noise) otherwise.
+    Certified accuracies are fractions of ``n`` images: each radius is one comparison of
+    `robust_mim.verdict` (its noise allowance), and the claim holds when every radius does.
     """
-    from robust_mim.evaluation import tolerance
-
     if a not in best.index or b not in best.index:
         missing = [f for f in (a, b) if f not in best.index]
-        return "not yet run at this scale", f"no records for {', '.join(missing)}"
+        return NOT_RUN, f"no records for {', '.join(missing)}"
     cols = [f"r={r:g}" for r in radii if f"r={r:g}" in best.columns]
     pairs = [(c, best.at[a, c], best.at[b, c]) for c in cols if pd.notna(best.at[a, c]) and pd.notna(best.at[b, c])]
     if not pairs:
-        return "not testable at this N", "every radius lies beyond the largest certifiable radius"
-    evidence = "; ".join(f"{c}: {x:.1f} vs {y:.1f}" for c, x, y in pairs)
+        return NOT_RUN, "every radius lies beyond the largest radius N can certify"
+    found = [(c, compare(x, y, n)) for c, x, y in pairs]
+    evidence = "; ".join(f"{c}: {cmp.text()}" for c, cmp in found) + f" on {n} images"
     untested = [c for c in cols if c not in {p[0] for p in pairs}]
     evidence += f" (beyond the max radius: {', '.join(untested)})" if untested else ""
-    tols = [100 * tolerance(max(x, y) / 100, n) for _, x, y in pairs]
-    evidence += f"; noise ±{max(tols):.1f} on {n} images"
-    if any(y - x > t for (_, x, y), t in zip(pairs, tols)):
-        return "not reproduced at this scale", evidence
-    if all(x > y for _, x, y in pairs) and any(x - y > t for (_, x, y), t in zip(pairs, tols)):
-        return "reproduced at this scale", evidence
-    return "inconclusive at this scale (within noise)", evidence
+    return verdict([cmp for _, cmp in found]), evidence
 
 
 def _sigma_tradeoff(cert: pd.DataFrame, radii: tuple[float, ...] = TABLE_RADII) -> tuple[str, str]:
@@ -231,12 +223,12 @@ def _sigma_tradeoff(cert: pd.DataFrame, radii: tuple[float, ...] = TABLE_RADII) 
         notes.append(f"{family}: r=0 σ={small:g} {at0[small] * 100:.1f} vs best {at0.max() * 100:.1f}; "
                      f"r={r:g} σ={large:g} {atr[large] * 100:.1f} vs best {atr.max() * 100:.1f}")
     if not ok:
-        return "not yet run at this scale", "needs a family certified at two σ or more with a common radius > 0"
-    return ("reproduced at this scale" if all(ok) else "not reproduced at this scale"), "; ".join(notes)
+        return NOT_RUN, "needs a family certified at two σ or more with a common radius > 0"
+    return from_check(all(ok)), "; ".join(notes)
 
 
 def claims(cert: pd.DataFrame, records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The paper's claims, each reproduced / not reproduced / not yet run / not testable, from the records."""
+    """The paper's claims, each with one verdict of `robust_mim.verdict` (column ``status``), from the records."""
     best, _ = best_over_sigma(cert)
     n = min((int(r["n_examples"]) for r in records), default=0)
     items = [
@@ -251,10 +243,10 @@ def claims(cert: pd.DataFrame, records: list[dict[str, Any]]) -> pd.DataFrame:
     checks = [s for r in records for s in r["empirical_check"]["summary"] if s["passed"] is not None]
     if checks:
         flips = sum(s["n_flipped"] for s in checks)
-        status = "reproduced at this scale" if all(s["passed"] for s in checks) else "not reproduced at this scale"
-        items.append(("certificates hold against PGD-EOT at the certified radius", status,
+        items.append(("certificates hold against PGD-EOT at the certified radius",
+                      from_check(all(s["passed"] for s in checks)),
                       f"{flips} flips in {sum(s['n_attacked'] for s in checks)} attacked certified-correct images"))
     else:
-        items.append(("certificates hold against PGD-EOT at the certified radius", "not yet run at this scale",
+        items.append(("certificates hold against PGD-EOT at the certified radius", NOT_RUN,
                       "no certified-correct image was attacked"))
     return pd.DataFrame(items, columns=["claim", "status", "evidence"])

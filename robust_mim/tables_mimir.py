@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from robust_mim.report import RecordsMissing, load_records
-from robust_mim.worst_case import linf_attack_rows, overstatement_flags, worst_case_table
+from robust_mim.verdict import BETTER, INCONCLUSIVE, NOT_RUN, compare, outcome, verdict
+from robust_mim.worst_case import linf_attack_rows, overstatement, overstatement_flags, worst_case_table
 
 ROLES = ("scratch", "mae", "mimir-lam0", "mimir")
 ROLE_NAMES = {"scratch": "scratch + AT", "mae": "MAE + AT", "mimir-lam0": "MIMIR (λ=0) + AT", "mimir": "MIMIR + AT"}
@@ -186,21 +187,6 @@ def sanity_table(df: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- claims
 
 
-def _difference(a: float, b: float, n: int, z: float = 2.0) -> tuple[float, float]:
-    """(a − b, z·standard error of the difference) for two accuracies (%) on n examples each."""
-    pa, pb = a / 100, b / 100
-    se = math.sqrt(max(pa * (1 - pa), 0) / n + max(pb * (1 - pb), 0) / n) * 100
-    return a - b, z * se + 100 / n  # + one example of slack for n small
-
-
-def _verdict(diff: float, tol: float, at_least: bool = False) -> str:
-    if at_least:
-        return "reproduced" if diff >= -tol else "not reproduced at this scale"
-    if diff > tol:
-        return "reproduced"
-    return "not reproduced at this scale" if diff < -tol else "inconclusive at this scale (within noise)"
-
-
 def _role_value(table: pd.DataFrame, role: str, column: str) -> float | None:
     rows = table[table["pretraining"] == ROLE_NAMES[role]]
     if rows.empty or column not in rows or pd.isna(rows[column].iloc[0]):
@@ -208,26 +194,32 @@ def _role_value(table: pd.DataFrame, role: str, column: str) -> float | None:
     return float(rows[column].iloc[0])
 
 
-def claims(table: pd.DataFrame, df: pd.DataFrame | None = None, metrics: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The paper's claims, each marked reproduced / not reproduced / inconclusive / not yet run at this scale.
+WORST = "robust accuracy (worst case)"
 
-    With the records ``df`` and the pretraining ``metrics``, adds the mechanism claim that the
-    HSIC penalty lowers the latent's dependence on x′ during pretraining.
+
+def claims(table: pd.DataFrame, df: pd.DataFrame | None = None, metrics: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's claims, each with one verdict of `robust_mim.verdict` (held / not held / inconclusive
+    (within noise) / not run at this scale).
+
+    Robustness is judged on the per-example worst case (``robust accuracy (worst case)``); the
+    AutoAttack number (the paper's protocol) is shown beside it with the overstatement flag. With the
+    records ``df`` and the pretraining ``metrics``, adds the mechanism claim that the HSIC penalty lowers
+    the latent's dependence on x′ during pretraining.
     """
     aa = next((c for c in table.columns if "(ART)" in c or c.startswith("AutoAttack")), None)
     n = int(table["n"].min()) if len(table) else 0
     specs = [
-        ("MIMIR + AT is more robust than scratch + AT (AutoAttack-style, 8/255)", "mimir", "scratch", aa, False),
-        ("MIMIR + AT is more robust than MAE + AT (AutoAttack-style, 8/255)", "mimir", "mae", aa, False),
-        ("the HSIC term adds robustness: MIMIR + AT beats MIMIR (λ=0) + AT", "mimir", "mimir-lam0", aa, False),
-        ("MIMIR + AT has higher clean accuracy than scratch + AT", "mimir", "scratch", "clean", False),
+        ("MIMIR + AT is more robust than scratch + AT (worst case, 8/255)", "mimir", "scratch", WORST),
+        ("MIMIR + AT is more robust than MAE + AT (worst case, 8/255)", "mimir", "mae", WORST),
+        ("the HSIC term adds robustness: MIMIR + AT beats MIMIR (λ=0) + AT (worst case)", "mimir", "mimir-lam0", WORST),
+        ("MIMIR + AT has higher clean accuracy than scratch + AT", "mimir", "scratch", "clean"),
     ]
-    rows = [_compare_claim(table, text, a, b, col, n, at_least) for text, a, b, col, at_least in specs]
+    rows = [_compare_claim(table, text, a, b, col, n, aa) for text, a, b, col in specs]
     rows.append(_adaptive_claim(table, aa, n))
     near = _near_chance(table, chance_level(df) if df is not None else None, n)
     if near:
-        rows = [{**r, "verdict": f"inconclusive at this scale ({near})"} if r["verdict"] != "not yet run at this scale"
-                else r for r in rows]
+        rows = [{**r, "ours": f"{r['ours']}; {near}", "verdict": INCONCLUSIVE} if r["verdict"] != NOT_RUN else r
+                for r in rows]
     if df is not None and metrics is not None:
         rows = pretraining_claims(df, metrics) + rows
     return pd.DataFrame(rows)
@@ -246,8 +238,8 @@ def _near_chance(table: pd.DataFrame, chance: float | None, n: int) -> str:
     clean = _role_value(table, "mimir", "clean")
     if chance is None or clean is None:
         return ""
-    diff, tol = _difference(clean, 100 * chance, n)
-    return f"MIMIR + AT is near chance: clean {clean:.1f}% vs chance {100 * chance:.1f}%" if diff <= tol else ""
+    c = compare(clean, 100 * chance, n)
+    return f"MIMIR + AT is near chance: clean {c.text()} vs chance" if c.outcome != BETTER else ""
 
 
 def pretraining_claims(df: pd.DataFrame, metrics: pd.DataFrame, last: int = 5) -> list[dict[str, Any]]:
@@ -258,25 +250,30 @@ def pretraining_claims(df: pd.DataFrame, metrics: pd.DataFrame, last: int = 5) -
     for key, what in (("hsic", "its training estimator (CCA)"), ("hsic_bounded", "the bounded nHSIC(z, x')")):
         text = f"the HSIC penalty lowers {what} below MIMIR (λ=0) in pretraining (mean of the last epochs)"
         if not {"mimir", "mimir-lam0"} <= set(inits.index) or key not in metrics:
-            rows.append({"claim": text, "ours": "—", "verdict": "not yet run at this scale"})
+            rows.append({"claim": text, "ours": "—", "verdict": NOT_RUN})
             continue
         a, b = (metrics.loc[metrics["run"] == inits[r], key].tail(last) for r in ("mimir", "mimir-lam0"))
         se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else math.inf
         diff = b.mean() - a.mean()
         rows.append({"claim": text, "ours": f"{a.mean():.4g} vs {b.mean():.4g} over the last {len(a)} epochs "
-                                            f"({-diff:+.3g}, noise ±{2 * se:.3g})", "verdict": _verdict(diff, 2 * se)})
+                                            f"({-diff:+.3g}, noise ±{2 * se:.3g})",
+                     "verdict": verdict([outcome(diff, 2 * se)])})
     return rows
 
 
-def _compare_claim(table: pd.DataFrame, text: str, role_a: str, role_b: str, column: str | None, n: int,
-                   at_least: bool) -> dict[str, Any]:
-    a = _role_value(table, role_a, column) if column else None
-    b = _role_value(table, role_b, column) if column else None
-    if a is None or b is None:
-        return {"claim": text, "ours": "—", "verdict": "not yet run at this scale"}
-    diff, tol = _difference(a, b, n)
-    return {"claim": text, "ours": f"{a:.1f} vs {b:.1f} ({diff:+.1f} pts, noise ±{tol:.1f})",
-            "verdict": _verdict(diff, tol, at_least)}
+def _compare_claim(table: pd.DataFrame, text: str, role_a: str, role_b: str, column: str, n: int,
+                   protocol: str | None) -> dict[str, Any]:
+    """``role_a`` above ``role_b`` in ``column``; for the worst case, the paper's protocol column beside it."""
+    c = compare(_role_value(table, role_a, column), _role_value(table, role_b, column), n)
+    if c.outcome is None:
+        return {"claim": text, "ours": "—", "verdict": NOT_RUN}
+    ours = f"{column}: {c.text()}"
+    if column == WORST and protocol:
+        pa, pb = _role_value(table, role_a, protocol), _role_value(table, role_b, protocol)
+        flags = [f for f in (overstatement(p, w, n) for p, w in ((pa, c.a), (pb, c.b)) if p is not None) if f]
+        ours += f" [paper protocol, {protocol}: {pa if pa is not None else float('nan'):.1f} vs " \
+                f"{pb if pb is not None else float('nan'):.1f}{'; ' + '; '.join(flags) if flags else ''}]"
+    return {"claim": text, "ours": ours, "verdict": verdict([c])}
 
 
 def _adaptive_claim(table: pd.DataFrame, aa: str | None, n: int) -> dict[str, Any]:
@@ -286,10 +283,10 @@ def _adaptive_claim(table: pd.DataFrame, aa: str | None, n: int) -> dict[str, An
     vals_a = [v for v in (_role_value(table, "mimir", c) for c in adaptive) if v is not None]
     vals_s = [v for v in (_role_value(table, "mimir", c) for c in standard) if v is not None]
     if not vals_a or not vals_s:
-        return {"claim": text, "ours": "—", "verdict": "not yet run at this scale"}
-    diff, tol = _difference(min(vals_a), min(vals_s), n)
-    return {"claim": text, "ours": f"strongest adaptive {min(vals_a):.1f} vs strongest standard {min(vals_s):.1f} "
-                                   f"({diff:+.1f} pts, noise ±{tol:.1f})", "verdict": _verdict(diff, tol, True)}
+        return {"claim": text, "ours": "—", "verdict": NOT_RUN}
+    c = compare(min(vals_a), min(vals_s), n)
+    return {"claim": text, "ours": f"strongest adaptive vs strongest standard: {c.text()}",
+            "verdict": verdict([c], at_least=True)}
 
 
 # ----------------------------------------------------------------------------- figures

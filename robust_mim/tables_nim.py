@@ -16,7 +16,8 @@ import pandas as pd
 
 from robust_mim.records import iter_records
 from robust_mim.report import RecordsMissing, load_records
-from robust_mim.worst_case import linf_attack_rows, worst_case_table
+from robust_mim.verdict import NOT_RUN, compare, verdict
+from robust_mim.worst_case import linf_attack_rows, overstatement, worst_case_table
 
 PAPER = "nim"
 SWEEP = "sigma-sweep"
@@ -109,11 +110,15 @@ def robustness_table(df: pd.DataFrame, models: pd.DataFrame, eps_255: list[float
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """σ_test sweep rows: model_id, pretraining, σ_test·255, clean and PGD-EOT accuracy (%), ε·255, n."""
+    """Sweep rows: model_id, pretraining, degradation ('noise': σ_test varies; 'mask': an MAE-baseline De³
+    whose mask ratio varies, σ_test = 0), σ_test·255, mask_ratio, clean and PGD-EOT accuracy (%), ε·255, n."""
     sweep = df[df["evaluation"] == SWEEP]
     if sweep.empty:
-        return pd.DataFrame(columns=["model_id", "pretraining", "sigma_255", "clean", "pgd_eot", "eps_255", "n"])
-    keys = ["model_id", "pretraining", "sigma_255"]
+        return pd.DataFrame(columns=["model_id", "pretraining", "degradation", "sigma_255", "mask_ratio", "clean",
+                                     "pgd_eot", "eps_255", "n"])
+    sweep = sweep.assign(degradation=sweep["degradation"].fillna("noise") if "degradation" in sweep else "noise",
+                         mask_ratio=sweep["mask_ratio"].fillna(0.0) if "mask_ratio" in sweep else 0.0)
+    keys = ["model_id", "pretraining", "degradation", "sigma_255", "mask_ratio"]
     clean = sweep[sweep["eps"] == 0].set_index(keys)["accuracy"] * 100
     attacked = sweep[sweep["eps"] > 0].set_index(keys)
     out = pd.DataFrame({"clean": clean, "pgd_eot": attacked["accuracy"] * 100,
@@ -124,45 +129,46 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- claims
 
 
-def _tol(p_percent: float, n: float) -> float:
-    """Noise allowance (%) of an accuracy on n examples: the shared sanity checks' tolerance."""
-    from robust_mim.evaluation import tolerance
-
-    return 100 * tolerance(min(max(p_percent / 100, 0.0), 1.0), int(n))
-
-
-def _verdict(claim: str, ours: str, holds: bool | None) -> dict[str, str]:
-    verdict = {True: "reproduced", False: "not reproduced", None: "not yet run"}[holds]
-    return {"claim": claim, "paper (its scale)": PAPER_CLAIMS[claim], "ours (this scale)": ours,
-            "verdict": f"{verdict} at this scale" if holds is not None else verdict}
+def _verdict(claim: str, ours: str, verdict: str) -> dict[str, str]:
+    return {"claim": claim, "paper (its scale)": PAPER_CLAIMS[claim], "ours (this scale)": ours, "verdict": verdict}
 
 
 def claim_de3_beats_plain(table: pd.DataFrame, eps_255: float) -> dict[str, str]:
-    """De³ vs plain row of the same pretraining: robust accuracy (worst case) at ε, beyond noise, for every pair."""
-    col, lines, holds = f"{ROBUST} {eps_255:g}/255", [], []
+    """De³ vs plain row of the same pretraining: robust accuracy (worst case) at ε, for every pair
+    (`robust_mim.verdict`); the paper's protocol (PGD, one noise draw per gradient) shown beside it."""
+    col, pgd, lines, found = f"{ROBUST} {eps_255:g}/255", f"PGD {eps_255:g}/255", [], []
     for pretraining, rows in table.groupby("pretraining"):
         plain, de3 = rows[rows["defense"] == "plain"], rows[rows["defense"] == "De³"]
         if plain.empty or de3.empty or plain[col].isna().all() or de3[col].isna().all():
             continue
-        a, b = de3[col].max(), plain[col].max()
-        tol = _tol(b, plain["n"].iloc[0])
-        holds.append(a > b + tol)
-        lines.append(f"{pretraining}: De³ {a:.1f}% vs plain {b:.1f}% (± {tol:.1f})")
-    if not holds:
-        return _verdict("de3_beats_plain", f"needs a plain and a De³ model of one pretraining with {col}", None)
-    text = f"{col}: " + "; ".join(lines) + f" — holds for {sum(holds)} of {len(holds)} pretrainings"
-    return _verdict("de3_beats_plain", text, all(holds))
+        a, b = de3.loc[de3[col].idxmax()], plain.loc[plain[col].idxmax()]
+        c = compare(a[col], b[col], a["n"], b["n"])
+        found.append(c)
+        lines.append(f"{pretraining}: De³ vs plain {c.text()}{_protocol(a, b, col, pgd)}")
+    if not found:
+        return _verdict("de3_beats_plain", f"needs a plain and a De³ model of one pretraining with {col}", NOT_RUN)
+    return _verdict("de3_beats_plain", f"{col} (worst case): " + "; ".join(lines), verdict(found))
+
+
+def _protocol(a: pd.Series, b: pd.Series, col: str, pgd: str) -> str:
+    """The paper's protocol numbers beside the worst case, with the overstatement flag of each side."""
+    if pgd not in a or pd.isna(a[pgd]) or pd.isna(b[pgd]):
+        return ""
+    flags = [f for f in (overstatement(r[pgd], r[col], int(r["n"])) for r in (a, b)) if f]
+    return f" [paper protocol, PGD single draw: {a[pgd]:.1f} vs {b[pgd]:.1f}{'; ' + '; '.join(flags) if flags else ''}]"
 
 
 def claim_nim_beats_mae(table: pd.DataFrame, eps_255: float, nim: str = "NIM-gamma") -> dict[str, str]:
-    """NIM (Γ) De³ vs MAE De³: robust accuracy (worst case) at ε, beyond noise."""
-    col = f"{ROBUST} {eps_255:g}/255"
-    de3 = table[table["defense"] == "De³"].groupby("pretraining")[col].max()
-    if nim not in de3 or "MAE" not in de3 or pd.isna(de3[nim]) or pd.isna(de3["MAE"]):
-        return _verdict("nim_beats_mae", f"needs De³ models with {nim} and MAE denoisers", None)
-    tol = _tol(de3["MAE"], table["n"].max())
-    text = f"{col}: De³ with {nim} {de3[nim]:.1f}% vs with MAE {de3['MAE']:.1f}% (± {tol:.1f})"
-    return _verdict("nim_beats_mae", text, bool(de3[nim] > de3["MAE"] + tol))
+    """NIM (Γ) De³ vs MAE De³: robust accuracy (worst case) at ε."""
+    col, pgd = f"{ROBUST} {eps_255:g}/255", f"PGD {eps_255:g}/255"
+    de3 = table[(table["defense"] == "De³") & table[col].notna()]
+    best = {p: rows.loc[rows[col].idxmax()] for p, rows in de3.groupby("pretraining")}
+    if nim not in best or "MAE" not in best:
+        return _verdict("nim_beats_mae", f"needs De³ models with {nim} and MAE denoisers", NOT_RUN)
+    a, b = best[nim], best["MAE"]
+    c = compare(a[col], b[col], a["n"], b["n"])
+    text = f"{col} (worst case): De³ with {nim} vs with MAE {c.text()}{_protocol(a, b, col, pgd)}"
+    return _verdict("nim_beats_mae", text, verdict([c]))
 
 
 def tradeoff_score(sweep: pd.DataFrame) -> pd.Series:
@@ -170,32 +176,39 @@ def tradeoff_score(sweep: pd.DataFrame) -> pd.Series:
     return ((sweep["clean"] + sweep["pgd_eot"]) / 2).groupby(sweep["pretraining"]).mean()
 
 
+def noise_sweep(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the sweep that vary σ_test (an MAE-baseline De³ varies its mask ratio instead)."""
+    return sweep[sweep["degradation"] != "mask"] if "degradation" in sweep else sweep
+
+
 def claim_gamma_beats_fixed(sweep: pd.DataFrame, better: str = "NIM-gamma", worse: str = "NIM-fixed") -> dict[str, str]:
     """Trade-off score of the Γ-sampled NIM vs fixed-σ NIM over the σ_test values both were swept at."""
+    sweep = noise_sweep(sweep)
     common = set(sweep.loc[sweep["pretraining"] == better, "sigma_255"]) & \
         set(sweep.loc[sweep["pretraining"] == worse, "sigma_255"])
     if not common:
-        return _verdict("gamma_beats_fixed", f"needs σ_test sweeps of {better} and {worse} De³ models", None)
-    score = tradeoff_score(sweep[sweep["sigma_255"].isin(common)])
-    tol = _tol(score[worse], sweep["n"].max())
-    text = (f"mean over σ_test·255 ∈ {sorted(common)} of (clean + PGD-EOT)/2: {better} {score[better]:.1f}% "
-            f"vs {worse} {score[worse]:.1f}% (± {tol:.1f})")
-    return _verdict("gamma_beats_fixed", text, bool(score[better] > score[worse] + tol))
+        return _verdict("gamma_beats_fixed", f"needs σ_test sweeps of {better} and {worse} De³ models", NOT_RUN)
+    sub = sweep[sweep["sigma_255"].isin(common)]
+    score, n = tradeoff_score(sub), sub.groupby("pretraining")["n"].min()
+    c = compare(score[better], score[worse], n[better], n[worse])
+    text = f"mean over σ_test·255 ∈ {sorted(common)} of (clean + PGD-EOT)/2: {better} vs {worse} {c.text()}"
+    return _verdict("gamma_beats_fixed", text, verdict([c]))
 
 
 def claim_sigma_tradeoff(sweep: pd.DataFrame, pretraining: str = "NIM-gamma") -> dict[str, str]:
     """Along the σ_test sweep: clean accuracy falls from the smallest to the largest σ_test and the best
-    PGD-EOT accuracy at a larger σ_test exceeds the one at the smallest, both beyond noise."""
-    curve = sweep[sweep["pretraining"] == pretraining].sort_values("sigma_255")
+    PGD-EOT accuracy at a larger σ_test exceeds the one at the smallest (two comparisons, one verdict)."""
+    curve = noise_sweep(sweep)
+    curve = curve[curve["pretraining"] == pretraining].sort_values("sigma_255")
     if len(curve) < 2:
-        return _verdict("sigma_tradeoff", f"needs a σ_test sweep (≥ 2 values) of a {pretraining} De³ model", None)
-    lo, hi, n = curve.iloc[0], curve.iloc[-1], curve["n"].max()
+        return _verdict("sigma_tradeoff", f"needs a σ_test sweep (≥ 2 values) of a {pretraining} De³ model", NOT_RUN)
+    lo, hi = curve.iloc[0], curve.iloc[-1]
     best = curve.iloc[1:].loc[curve["pgd_eot"].iloc[1:].idxmax()]
-    clean_falls = lo["clean"] - hi["clean"] > _tol(lo["clean"], n)
-    robust_rises = best["pgd_eot"] - lo["pgd_eot"] > _tol(lo["pgd_eot"], n)
-    text = (f"{pretraining}: clean {lo['clean']:.1f}% at σ_test·255 = {lo['sigma_255']:g} → {hi['clean']:.1f}% at "
-            f"{hi['sigma_255']:g}; PGD-EOT {lo['pgd_eot']:.1f}% → best {best['pgd_eot']:.1f}% at {best['sigma_255']:g}")
-    return _verdict("sigma_tradeoff", text, bool(clean_falls and robust_rises))
+    falls = compare(lo["clean"], hi["clean"], lo["n"], hi["n"])
+    rises = compare(best["pgd_eot"], lo["pgd_eot"], best["n"], lo["n"])
+    text = (f"{pretraining}: clean at σ_test·255 = {lo['sigma_255']:g} vs {hi['sigma_255']:g}: {falls.text()}; "
+            f"PGD-EOT best at {best['sigma_255']:g} vs at {lo['sigma_255']:g}: {rises.text()}")
+    return _verdict("sigma_tradeoff", text, verdict([falls, rises]))
 
 
 def claims(table: pd.DataFrame, sweep: pd.DataFrame, eps_255: float) -> pd.DataFrame:
@@ -208,30 +221,52 @@ def claims(table: pd.DataFrame, sweep: pd.DataFrame, eps_255: float) -> pd.DataF
 
 
 def plot_sigma_tradeoff(sweep: pd.DataFrame, title: str = "") -> plt.Figure:
-    """The paper's key figure: (left) clean and PGD-EOT accuracy vs σ_test, one colour per pretraining;
-    (right) the same points in the clean-vs-robust plane, labelled with σ_test·255."""
+    """The paper's key figure: clean and PGD-EOT accuracy against the test-time degradation, one colour per
+    pretraining — σ_test for noise-based De³ (left), the mask ratio γ for an MAE-baseline De³ (a panel of its
+    own, only where one was swept) — and (right) every point in the clean-vs-robust plane, ends labelled."""
     from robust_mim.plots import style
 
     style()
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sweep = sweep.assign(degradation=sweep["degradation"] if "degradation" in sweep else "noise")
+    kinds = [k for k in ("noise", "mask") if (sweep["degradation"] == k).any()] or ["noise"]
+    fig, axes = plt.subplots(1, len(kinds) + 1, figsize=(5.2 * (len(kinds) + 1), 4.2))
     colors = dict(zip(sorted(sweep["pretraining"].unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for name, curve in sweep.sort_values("sigma_255").groupby("pretraining"):
-        c = colors[name]
-        ax.plot(curve["sigma_255"], curve["clean"], "o-", color=c, label=f"{name}: clean")
-        ax.plot(curve["sigma_255"], curve["pgd_eot"], "s--", color=c, label=f"{name}: PGD-EOT")
-        bx.plot(curve["clean"], curve["pgd_eot"], "o-", color=c, label=name)
-        for _, r in curve.iloc[[0, -1]].iterrows():  # label the ends of each curve with σ_test·255
-            bx.annotate(f"σ={r['sigma_255']:g}", (r["clean"], r["pgd_eot"]), fontsize=7, color=c, xytext=(3, 3),
-                        textcoords="offset points")
-    eps = sweep["eps_255"].dropna().unique()
-    ax.set(xlabel="σ_test (1/255)", ylabel="accuracy (%)", ylim=(-2, 102))
-    bx.margins(0.15)
-    bx.set(xlabel="clean accuracy (%)", ylabel=f"PGD-EOT accuracy at ε = {', '.join(f'{e:g}' for e in eps)}/255 (%)")
-    ax.legend(fontsize=7)
-    bx.legend(fontsize=7)
+    for ax, kind in zip(axes, kinds):
+        _sweep_panel(ax, sweep[sweep["degradation"] == kind], kind, colors)
+    _plane_panel(axes[-1], sweep, colors)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+SWEEP_AXES = {"noise": ("sigma_255", "σ_test (1/255): Gaussian noise added before denoising", "σ={:g}"),
+              "mask": ("mask_ratio", "mask ratio γ (MAE-baseline De³, σ_test = 0)", "γ={:g}")}
+
+
+def _sweep_panel(ax: plt.Axes, sweep: pd.DataFrame, kind: str, colors: dict[str, str]) -> None:
+    """Clean (solid) and PGD-EOT (dashed) accuracy against the degradation level of one kind."""
+    x, label, _ = SWEEP_AXES[kind]
+    for name, curve in sweep.sort_values(x).groupby("pretraining"):
+        ax.plot(curve[x], curve["clean"], "o-", color=colors[name], label=f"{name}: clean")
+        ax.plot(curve[x], curve["pgd_eot"], "s--", color=colors[name], label=f"{name}: PGD-EOT")
+    ax.set(xlabel=label, ylabel="accuracy (%)", ylim=(-2, 102))
+    ax.legend(fontsize=7)
+
+
+def _plane_panel(ax: plt.Axes, sweep: pd.DataFrame, colors: dict[str, str]) -> None:
+    """Every sweep point in the clean-vs-robust plane; the two ends of each curve labelled with their level."""
+    for (name, kind), curve in sweep.groupby(["pretraining", "degradation"]):
+        x, _, fmt = SWEEP_AXES[kind]
+        curve = curve.sort_values(x)
+        ax.plot(curve["clean"], curve["pgd_eot"], "o-" if kind == "noise" else "s:", color=colors[name],
+                label=name if kind == "noise" else f"{name} (mask ratio)")
+        for _, r in curve.iloc[[0, -1]].iterrows():
+            ax.annotate(fmt.format(r[x]), (r["clean"], r["pgd_eot"]), fontsize=7, color=colors[name],
+                        xytext=(3, 3), textcoords="offset points")
+    eps = sweep["eps_255"].dropna().unique()
+    ax.margins(0.15)
+    ax.set(xlabel="clean accuracy (%)", ylabel=f"PGD-EOT accuracy at ε = {', '.join(f'{e:g}' for e in eps)}/255 (%)")
+    ax.legend(fontsize=7)
 
 
 def plot_robustness(table: pd.DataFrame, eps_255: float, title: str = "") -> plt.Figure:

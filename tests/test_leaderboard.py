@@ -196,10 +196,10 @@ def test_claims_table_regenerates_from_records_and_follows_a_changed_record(resu
     rows = _headline(first)
     assert len(rows) == 5 and [k.split(" ")[0] for k in rows] == ["NIM", "MIMIR", "DMAE", "Chen", "DAT"]
     dat = next(v for k, v in rows.items() if k.startswith("DAT"))
-    assert "**reproduced**" in dat and "[executed](html/05_dat.html)" in dat
+    assert "**held**" in dat and "[executed](html/05_dat.html)" in dat
     nim = next(v for k, v in rows.items() if k.startswith("NIM"))
-    assert "**not yet run at this scale**" in nim and "executed" not in nim  # no records; notebook not run
+    assert "**not run at this scale**" in nim and "executed" not in nim  # no records; notebook not run
     assert _claims(results)[3:] == first[3:]  # regenerated from the same records: the same file below the date line
     _write_dat(results, dat_error=0.6, std_error=0.2)  # a record changes ...
     dat2 = next(v for k, v in _headline(_claims(results)).items() if k.startswith("DAT"))
-    assert "**not reproduced**" in dat2 and dat2 != dat  # ... and so does the table
+    assert "**not held**" in dat2 and dat2 != dat  # ... and so does the table
