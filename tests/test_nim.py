@@ -351,3 +351,25 @@ def test_standard_finetuning_accepts_the_denoiser_of_its_de3_defense():
     step = build_step(FINETUNE, {"name": "standard"}, denoiser=tiny_mae())
     loss, _ = step(tiny_classifier(), torch.rand(2, 3, 16, 16), torch.tensor([1, 2]))
     assert torch.isfinite(loss)
+
+
+def test_sweep_of_an_mae_baseline_is_plotted_against_its_mask_ratio(tmp_path):
+    _sweep(tmp_path, "nim-gamma-de3", "NIM-gamma", [(0, 0.97, 0.05), (50, 0.80, 0.62)], "nim-gamma")
+    rows = [r for g, c, a in [(0.0, 0.9, 0.0), (0.5, 0.7, 0.2), (0.75, 0.5, 0.3)]
+            for r in ({"degradation": "mask", "sigma_255": 0.0, "mask_ratio": g, "eps": 0.0, "accuracy": c,
+                       "n_examples": 100},
+                      {"degradation": "mask", "sigma_255": 0.0, "mask_ratio": g, "eps": 8 / 255, "accuracy": a,
+                       "n_examples": 100})]
+    _write(tmp_path, "mae-de3", "sigma-sweep", rows, defense={"name": "de3", "sigma_255": 0, "mask_ratio": 0.75},
+           init="mae", extra={"denoiser": "mae", "pretraining": "MAE"})
+    tn, _, sweep = _load(tmp_path)
+    mae = sweep[sweep["pretraining"] == "MAE"]
+    assert list(mae["mask_ratio"]) == [0.0, 0.5, 0.75] and set(mae["degradation"]) == {"mask"}
+    assert set(sweep.loc[sweep["pretraining"] == "NIM-gamma", "degradation"]) == {"noise"}
+    assert set(tn.noise_sweep(sweep)["pretraining"]) == {"NIM-gamma"}  # σ_test claims never read mask rows
+    fig = tn.plot_sigma_tradeoff(sweep, "tiny-scale")
+    xlabels = [ax.get_xlabel() for ax in fig.axes]
+    assert any(x.startswith("σ_test") for x in xlabels) and any(x.startswith("mask ratio") for x in xlabels)
+    mask_ax = next(ax for ax in fig.axes if ax.get_xlabel().startswith("mask ratio"))
+    assert {tuple(line.get_xdata()) for line in mask_ax.lines} == {(0.0, 0.5, 0.75)}  # MAE's points, by γ
+    assert fig._suptitle.get_text() == "tiny-scale"
