@@ -19,13 +19,13 @@ from typing import Any, Callable, Iterable, Mapping
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from robust_mim.pages import page
 from robust_mim.records import iter_records
 from robust_mim.verdict import NOT_RUN, VERDICTS
 from robust_mim.report import RecordsMissing, load_records
-from robust_mim.worst_case import linf_attack_rows, worst_case_table
+from robust_mim.worst_case import NOT_ATTACKS, linf_attack_rows, worst_case_table
 
 SUITE_EVALUATIONS = ("sanity", "pgd-linf")  # a model with these ran the shared suite: a trained classifier
-NOT_ATTACKS = ("sanity", "sanity-adaptive", "sigma-sweep", "certify", "pretext", "corruption", "vq-reconstruction")
 ADAPTIVE_MARKERS = ("eot", "bpda", "feature", "pgd-mi")  # evaluation names of adaptive attacks
 AUTOATTACK, OFFICIAL_AUTOATTACK = "autoattack-style-linf", "autoattack-linf"  # ART ensemble, pyautoattack
 ROBUST = "robust accuracy"  # the headline: per-example worst case over every L∞ attack
@@ -81,16 +81,12 @@ def classifier_ids(df: pd.DataFrame) -> list[str]:
     return sorted(df.loc[df["evaluation"].isin(SUITE_EVALUATIONS), "model_id"].unique())
 
 
-def _norm(df: pd.DataFrame) -> pd.Series:
-    if "norm" in df:
-        return df["norm"].fillna("linf")
-    return df["evaluation"].map(lambda e: "l2" if "l2" in e else "linf")
-
-
 def attack_rows(df: pd.DataFrame, eps: float, norm: str = "linf") -> pd.DataFrame:
     """Accuracy rows of real attacks (no sanity, sweep, certification) at ``eps`` (pixel units) and ``norm``."""
     rows = df[df["eps"].notna() & df["accuracy"].notna() & ~df["evaluation"].isin(NOT_ATTACKS)]
-    rows = rows[_norm(rows) == norm]
+    norms = rows["norm"].fillna("linf") if "norm" in rows else \
+        rows["evaluation"].map(lambda e: "l2" if "l2" in e else "linf")
+    rows = rows[norms == norm]
     return rows[(rows["eps"].astype(float) - eps).abs() < 1e-6]
 
 
@@ -184,7 +180,7 @@ def leaderboard(df: pd.DataFrame, costs: pd.DataFrame | None = None, eps_255: It
     run), ``robust accuracy`` (the headline: per-example worst case over every L∞ attack at the headline
     ε, `headline_worst_case`) and the attack that broke most examples,
     mCE and certified accuracy where measured, n (test images), training cost (from ``costs``:
-    `training_cost`) and the failed sanity checks. ``models`` keeps only those ids (e.g. the configured
+    `training_cost`) and the failed sanity checks. Rows are sorted by robust accuracy, best first. ``models`` keeps only those ids (e.g. the configured
     ones, leaving out records of models since removed from the config).
     """
     ids = [m for m in classifier_ids(df) if models is None or m in set(models)]
@@ -213,7 +209,8 @@ def leaderboard(df: pd.DataFrame, costs: pd.DataFrame | None = None, eps_255: It
     out[FLAG] = failed_checks(sub).reindex(out.index).fillna("")
     out.attrs["scale_note"] = "; ".join(sorted(sub["scale_note"].dropna().unique())) if "scale_note" in sub else ""
     out.attrs.update(headline_eps_255=head, autoattack_column=aa, autoattack=autoattack_name(sub))
-    return out
+    return out.sort_values(f"{ROBUST} (worst case) {head:g}/255 (%)", ascending=False, na_position="last",
+                           kind="stable")
 
 
 def robust_column(board: pd.DataFrame) -> str:
@@ -277,43 +274,45 @@ def costs_from_cards(cards: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- display
 
 
-def style_leaderboard(board: pd.DataFrame):
-    """A pandas Styler: one decimal, '—' where not measured, failed sanity checks in red."""
-    numeric = [c for c in board.columns if pd.api.types.is_numeric_dtype(board[c])]
-    return (board.style.format("{:.1f}", subset=numeric, na_rep="—")
-            .map(lambda v: "background-color: #f8d7da; color: #842029" if v else "", subset=[FLAG])
-            .set_caption(f"Scale: {board.attrs.get('scale_note', '')}"))
-
-
 SORT_SCRIPT = """<script>(function(){const t=document.getElementById("%s");if(!t)return;
-t.querySelectorAll("th").forEach((th,i)=>{th.style.cursor="pointer";th.title="click to sort";
-th.onclick=()=>{const b=t.tBodies[0],rows=[...b.rows],up=th.dataset.dir!=="asc";th.dataset.dir=up?"asc":"desc";
+t.querySelectorAll("th").forEach((th,i)=>{th.title="click to sort";
+th.onclick=()=>{const b=t.tBodies[0],rows=[...b.rows],up=th.dataset.dir==="desc";
+t.querySelectorAll("th").forEach(h=>delete h.dataset.dir);th.dataset.dir=up?"asc":"desc";
 const v=r=>{const s=r.cells[i].dataset.v??r.cells[i].innerText;if(s==="")return null;
 const n=parseFloat(s);return isNaN(n)?s:n;};
 rows.sort((a,c)=>{const x=v(a),y=v(c);if(x===null||y===null)return (x===null)-(y===null);
 const o=(typeof x==="number"&&typeof y==="number")?x-y:String(x).localeCompare(String(y));return up?o:-o;});
 rows.forEach(r=>b.appendChild(r));};});})();</script>"""
+TABLE_STYLE = ("<style>#%(id)s{border-collapse:collapse;font:12px system-ui,sans-serif}#%(id)s caption{text-align:left;"
+               "color:#555;padding:.4em 0}#%(id)s th{position:sticky;top:0;background:#24466b;color:#fff;padding:.4em .6em;"
+               "cursor:pointer}#%(id)s th[data-dir=desc]::after{content:' ▼'}#%(id)s th[data-dir=asc]::after{content:' ▲'}"
+               "#%(id)s td{padding:.3em .6em;border-bottom:1px solid #ddd}#%(id)s tbody tr:nth-child(even){background:#f6f8fa}"
+               "#%(id)s tbody tr:hover{background:#e8f0fe}#%(id)s td.robust{font-weight:600;background:#eef6ee}"
+               "#%(id)s td.warn{background:#f8d7da;color:#842029}#%(id)s td:first-child{white-space:nowrap}</style>")
 
 
 def sortable_html(board: pd.DataFrame, table_id: str = "leaderboard") -> str:
-    """The leaderboard as an HTML table that sorts by any column on click (a small inline script;
-    without JavaScript it is a plain table). Missing numbers show '—' and sort last."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [board.index.name or "", *board.columns])
+    """The leaderboard as a styled HTML table that sorts by any column on click (a small inline script and
+    style, no external assets; without JavaScript a plain table in the board's order). Missing numbers show
+    '—' and sort last; the robust-accuracy column is marked as the current sort (descending)."""
+    robust = robust_column(board) if any(str(c).startswith(ROBUST) for c in board.columns) else None
+    head = "".join(f'<th{" data-dir=desc" if c == robust else ""}>{html.escape(str(c))}</th>'
+                   for c in [board.index.name or "", *board.columns])
     body = []
     for idx, row in board.iterrows():
         cells = [f"<td>{html.escape(str(idx))}</td>"]
         for col, v in row.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 text, key = ("—", "") if pd.isna(v) else (f"{v:.1f}", f"{v}")
-                cells.append(f'<td data-v="{key}" style="text-align:right">{text}</td>')
+                cls = ' class="robust"' if col == robust else ""
+                cells.append(f'<td{cls} data-v="{key}" style="text-align:right">{text}</td>')
             else:
-                warn = ' style="background:#f8d7da"' if col == FLAG and v else ""
+                warn = ' class="warn"' if col == FLAG and v else ""
                 cells.append(f"<td{warn}>{html.escape('' if v is None or v is pd.NA else str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     caption = html.escape(f"Scale: {board.attrs.get('scale_note', '')} — click a column header to sort")
-    return (f'<table id="{table_id}" border="1" style="border-collapse:collapse;font-size:12px">'
-            f"<caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            + SORT_SCRIPT % table_id)
+    return (TABLE_STYLE % {"id": table_id} + f'<table id="{table_id}"><caption>{caption}</caption>'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>" + SORT_SCRIPT % table_id)
 
 
 def save_leaderboard(board: pd.DataFrame, figures_dir: str | Path, name: str = "leaderboard") -> Path:
@@ -321,29 +320,36 @@ def save_leaderboard(board: pd.DataFrame, figures_dir: str | Path, name: str = "
     path = Path(figures_dir) / f"{name}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     board.to_csv(path.with_suffix(".csv"))
-    path.write_text(f"<!doctype html><meta charset='utf-8'><title>{name}</title>{sortable_html(board)}\n",
-                    encoding="utf-8")
+    title = f"Leaderboard: every classifier, sorted by {robust_column(board)}"
+    body = f"<style>body{{max-width:none}}</style><h2>{html.escape(title)}</h2>{sortable_html(board)}"
+    path.write_text(page(body, title), encoding="utf-8")
     return path
 
 
 def _scatter(board: pd.DataFrame, x: str, y: str, ax: plt.Axes, cost: bool = False) -> None:
-    """One point per model (models at the same point share one label), the Pareto front in red."""
+    """One point per model, the Pareto front in red; each point carries a number (models at one point share
+    it; numbers pushed apart by `robust_mim.plots.repel_offsets`), and a key outside the axes names the models of each number."""
     pts = board[[x, y]].dropna()
     front = pareto_front(pts[x], pts[y], maximize_x=not cost)
     ax.scatter(pts.loc[~front, x], pts.loc[~front, y], color="grey", label="dominated")
     line = pts[front].sort_values(x)
     ax.plot(line[x], line[y], "o-", color="crimson", label="Pareto front")
-    names = [f"{m} ⚠" if board.at[m, FLAG] else m for m in pts.index]
-    groups = pd.Series(names, index=pts.index).groupby([pts[x], pts[y]])
-    for k, ((px, py), group) in enumerate(sorted(groups, key=lambda g: g[0])):  # staggered: neighbours overlap less
-        ax.annotate("\n".join(group), (px, py), fontsize=7, xytext=(3, 3 + 10 * (k % 4)), textcoords="offset points",
-                    arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5})
     if cost:
         ax.set_xscale("log")
     else:
         ax.set_xlim(-2, 102)
     ax.set(xlabel=x, ylabel=y, ylim=(-2, 102))
-    ax.legend(fontsize=8)
+    from robust_mim.plots import repel_offsets
+
+    groups = sorted(pts.groupby([pts[x], pts[y]]).groups.items(), key=lambda g: (-g[0][1], g[0][0]))
+    xy = [ax.transData.transform(p) * 72 / ax.figure.dpi for p, _ in groups]  # display pixels -> points
+    for k, ((p, models), off) in enumerate(zip(groups, repel_offsets(xy))):
+        ax.annotate(str(k + 1), p, xytext=off, textcoords="offset points", fontsize=7, ha="center", va="center",
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
+    key = [f"{k + 1}: " + ", ".join(f"{m} ⚠" if board.at[m, FLAG] else m for m in models)
+           for k, (_, models) in enumerate(groups)]
+    ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, fontsize=7, va="top", ha="left", family="monospace")
+    ax.legend(fontsize=8, loc="lower right")
 
 
 def plot_pareto(board: pd.DataFrame, title: str = "") -> plt.Figure:
@@ -351,9 +357,9 @@ def plot_pareto(board: pd.DataFrame, title: str = "") -> plt.Figure:
     from robust_mim.plots import style
 
     style()
-    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    fig, ax = plt.subplots(figsize=(9.0, 4.8))
     _scatter(board, "clean (%)", robust_column(board), ax)
-    ax.set_title(f"{title}\nscale: {board.attrs.get('scale_note', '')}", fontsize=8)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -364,11 +370,10 @@ def plot_cost(board: pd.DataFrame, title: str = "") -> plt.Figure:
 
     style()
     cost = "train GPU (s)" if "train GPU (s)" in board and board["train GPU (s)"].notna().any() else "train CPU (s)"
-    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    fig, ax = plt.subplots(figsize=(9.0, 4.8))
     if cost in board:
         _scatter(board, cost, robust_column(board), ax, cost=True)
-    ax.set_title(f"{title}\ncost = pretraining + fine-tuning jobs (benchmark files); "
-                 f"scale: {board.attrs.get('scale_note', '')}", fontsize=8)
+    ax.set_title(f"{title}\ncost = pretraining + fine-tuning jobs (benchmark files)", fontsize=9)
     fig.tight_layout()
     return fig
 

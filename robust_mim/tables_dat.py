@@ -205,6 +205,23 @@ def reconstruction_images(results_dir: str | Path, vq_ids: list[str]) -> dict[st
     return {v: p for v, p in paths.items() if p.is_file()}
 
 
+def plot_reconstructions(path: str | Path, title: str = "") -> plt.Figure:
+    """The PNG of rule ``train_vq`` (test images in the top half above their reconstructions Q(x) in the
+    bottom half), redrawn with its rows labelled ``original`` and ``reconstruction Q(x)``."""
+    image = plt.imread(str(path))  # [H, W, C]: two rows of tiles
+    height = image.shape[0]
+    fig, ax = plt.subplots(figsize=(max(4.0, image.shape[1] / 40), max(2.4, height / 40)))
+    ax.imshow(image, interpolation="nearest")
+    ax.set_yticks([height / 4, 3 * height / 4], ["original", "reconstruction\nQ(x)"], fontsize=9)
+    ax.set_xticks([])
+    ax.grid(False)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------- figure
 
 

@@ -264,8 +264,8 @@ def _plane_panel(ax: plt.Axes, sweep: pd.DataFrame, colors: dict[str, str]) -> N
             ax.annotate(fmt.format(r[x]), (r["clean"], r["pgd_eot"]), fontsize=7, color=colors[name],
                         xytext=(3, 3), textcoords="offset points")
     eps = sweep["eps_255"].dropna().unique()
-    ax.margins(0.15)
-    ax.set(xlabel="clean accuracy (%)", ylabel=f"PGD-EOT accuracy at ε = {', '.join(f'{e:g}' for e in eps)}/255 (%)")
+    ax.set(xlabel="clean accuracy (%)", ylabel=f"PGD-EOT accuracy at ε = {', '.join(f'{e:g}' for e in eps)}/255 (%)",
+           xlim=(-2, 102), ylim=(-2, 102))
     ax.legend(fontsize=7)
 
 

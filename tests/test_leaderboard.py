@@ -107,7 +107,8 @@ def test_failed_sanity_check_is_visibly_flagged(results):
     assert board.loc["alpha", lb.FLAG] == "" and board.loc["gamma", lb.FLAG] == ""
     page = lb.sortable_html(board)
     row = next(r for r in page.split("<tr>") if r.startswith("<td>beta</td>"))
-    assert "white_box_strongest" in row and "#f8d7da" in row  # highlighted in the table
+    assert "white_box_strongest" in row and '<td class="warn">' in row  # highlighted in the table
+    assert "td.warn{background:#f8d7da" in page
     assert "#f8d7da" not in next(r for r in page.split("<tr>") if r.startswith("<td>alpha</td>"))
     assert "<script>" in page and 'id="leaderboard"' in page
 
@@ -203,3 +204,27 @@ def test_claims_table_regenerates_from_records_and_follows_a_changed_record(resu
     _write_dat(results, dat_error=0.6, std_error=0.2)  # a record changes ...
     dat2 = next(v for k, v in _headline(_claims(results)).items() if k.startswith("DAT"))
     assert "**not held**" in dat2 and dat2 != dat  # ... and so does the table
+
+
+def test_leaderboard_is_sorted_by_robust_accuracy_and_its_page_is_styled_and_sortable(results, tmp_path):
+    write_suite(results, "delta", 0.60, {4: 0.58, 8: 0.57}, aa=0.56, l2=0.50)  # the most robust, sorts first by id last
+    board = board_of(results)
+    robust = board[lb.robust_column(board)]
+    assert board.index[0] == "delta" and list(robust.dropna()) == sorted(robust.dropna(), reverse=True)
+    page = lb.save_leaderboard(board, tmp_path / "figs").read_text()
+    assert "<style>" in page and "th[data-dir=desc]::after" in page and "onclick" in page  # styled, sortable
+    assert "<link" not in page and "src=" not in page  # no external assets
+    head = page[page.index("<thead>"):page.index("</thead>")]
+    assert f"<th data-dir=desc>{lb.robust_column(board)}" in head.replace("&#x27;", "'")  # the current sort is marked
+    assert page.index("<td>delta</td>") < page.index("<td>alpha</td>")
+
+
+def test_scatter_numbers_every_point_and_names_them_in_a_key_outside_the_axes(results):
+    board = board_of(results)
+    fig = lb.plot_pareto(board, "t")
+    ax = fig.axes[0]
+    numbers = [t for t in ax.texts if t.get_text().isdigit()]
+    key = next(t for t in ax.texts if "alpha" in t.get_text())
+    assert sorted(int(t.get_text()) for t in numbers) == list(range(1, len(numbers) + 1))
+    assert key.get_position()[0] > 1.0  # right of the data, in axes coordinates
+    assert all(m in key.get_text() for m in board.index)
