@@ -334,7 +334,7 @@ def robust_accuracy_by_pretraining(table: pd.DataFrame, title: str = "") -> plt.
     from robust_mim.plots import style
 
     style()
-    cols = [c for c in table.columns if c not in ("pretraining", "n", "failed sanity checks")]
+    cols = [c for c in table.select_dtypes("number").columns if c != "n"]  # accuracies; not flags or labels
     long = table.reset_index().melt(id_vars=["model_id", "pretraining"], value_vars=cols,
                                     var_name="evaluation", value_name="accuracy (%)")
     long["x"] = long["pretraining"].str.replace(" + AT", "\n+ AT") + "\n(" + long["model_id"] + ")"
