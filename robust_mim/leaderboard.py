@@ -349,7 +349,7 @@ def _scatter(board: pd.DataFrame, x: str, y: str, ax: plt.Axes, cost: bool = Fal
     key = [f"{k + 1}: " + ", ".join(f"{m} ⚠" if board.at[m, FLAG] else m for m in models)
            for k, (_, models) in enumerate(groups)]
     ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, fontsize=7, va="top", ha="left", family="monospace")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0.0), frameon=False)  # outside the data
 
 
 def plot_pareto(board: pd.DataFrame, title: str = "") -> plt.Figure:
