@@ -81,7 +81,7 @@ def job_spec(**parts):
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.write_text(f"{text}\n", encoding="utf-8")
         os.replace(tmp, path)
     return str(path)
 
