@@ -22,6 +22,9 @@ def test_claims_md_has_one_line_per_paper(pipeline):
         status = row.split(" | ")[-2]
         assert status.strip("*") in {"held", "not held", "inconclusive (within noise)", "not run at this scale"}, row
     assert "test profile" in "\n".join(lines)  # the scale of the numbers is stated
+    for row in rows:  # each paper links its deviation table, written by its executed notebook
+        target = row.split("[deviations](")[1].split(")")[0]
+        assert (pipeline / RES / target).resolve().is_file(), target
 
 
 def test_one_model_card_per_classifier_tied_to_its_checkpoint(pipeline):

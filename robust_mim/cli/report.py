@@ -8,6 +8,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from robust_mim import claims as claims_lib
 from robust_mim import leaderboard as lb
 from robust_mim.cli import command
 from robust_mim.cli import common
@@ -92,7 +93,7 @@ def claims(args: argparse.Namespace) -> None:
     """Write the claims table (markdown): each paper's headline claim judged from every profile's records."""
     spec, log, root = args.spec, common.make_logger(args.log), Path(args.results_root)
     profiles = profiles_with_records(root, spec["profile"])
-    judged = {p: lb.judge_profile(root / p, p) for p in profiles}
+    judged = {p: claims_lib.judge_profile(root / p, p) for p in profiles}
     scales = {}
     for p in profiles:
         notes = {r.get("scale_note") for r in iter_records(root / p / "records")} - {None}
@@ -100,9 +101,9 @@ def claims(args: argparse.Namespace) -> None:
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     provenance = (f"`python -m robust_mim.cli claims` (rule report_claims), code {git_commit()['git_commit'][:12]}, "
                   f"{date}, records of profile(s) {', '.join(profiles)}")
-    text = lb.claims_markdown(judged, scales, spec["profile"], spec.get("notebooks", []), provenance)
+    text = claims_lib.claims_markdown(judged, scales, spec["profile"], spec.get("notebooks", []), provenance)
     atomic_write_text(args.out, text)
     if args.html:
         atomic_write_text(args.html, markdown_page(text, title=f"robust_mim claims — {spec['profile']}"))
-    log(f"wrote {args.out}: {len(lb.paper_claims())} papers x {len(profiles)} profile(s)")
+    log(f"wrote {args.out}: {len(claims_lib.paper_claims())} papers x {len(profiles)} profile(s)")
 
