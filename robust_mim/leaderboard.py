@@ -301,7 +301,7 @@ def sortable_html(board: pd.DataFrame, table_id: str = "leaderboard") -> str:
         cells = [f"<td>{html.escape(str(idx))}</td>"]
         for col, v in row.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                text, key = ("—", "") if pd.isna(v) else (f"{v:.1f}", f"{v}")
+                text, key = ("—", "") if pd.isna(v) else (f"{v:.0f}" if col == "n" else f"{v:.1f}", f"{v}")  # n: a count
                 cls = ' class="robust"' if col == robust else ""
                 cells.append(f'<td{cls} data-v="{key}" style="text-align:right">{text}</td>')
             else:
