@@ -127,13 +127,38 @@ def load_dataset(name: str, root: str, split: str, image_size: int, download: bo
     return DATASETS.get(name)(root=root, split=split, image_size=image_size, download=download)
 
 
+SUBSET_SEED = 0  # seed of the class-stratified evaluation subset of class-sorted datasets
+
+
+def evaluation_indices(dataset: Dataset, n: int | None) -> list[int]:
+    """Which ``n`` examples an evaluation takes (all when ``n`` is None or covers the dataset).
+
+    The first ``n``, unless the dataset's labels are sorted by class (an ImageFolder: ``train/<class>/``),
+    whose first ``n`` would hold only the first few classes: then a class-stratified subset — classes
+    taken in turn, each class's images in a seeded random order (``SUBSET_SEED``) — returned in index
+    order. Deterministic for a given dataset and ``n``, so every model sees the same images.
+    """
+    size = len(dataset)
+    if n is None or n >= size:
+        return list(range(size))
+    targets = getattr(dataset, "targets", None)
+    if targets is None or any(a > b for a, b in zip(targets, targets[1:])):
+        return list(range(n))  # in-memory or already mixed (digits' seeded split, torchvision CIFAR-10)
+    g = torch.Generator().manual_seed(SUBSET_SEED)
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    queues = [[idx[j] for j in torch.randperm(len(idx), generator=g).tolist()] for idx in by_class.values()]
+    picked = [q[r] for r in range(max(map(len, queues))) for q in queues if r < len(q)][:n]  # round robin
+    return sorted(picked)
+
+
 def first_examples(dataset: Dataset, n: int | None) -> tuple[Tensor, Tensor]:
-    """The first ``n`` examples (all when ``n`` is None) as tensors ``([n, 3, H, W], [n])``."""
+    """The ``n`` evaluation examples of `evaluation_indices` as tensors ``([n, 3, H, W], [n])``."""
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
         return x[:n].clone(), y[:n].clone()
-    n = len(dataset) if n is None else min(n, len(dataset))
-    loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=256)
+    loader = DataLoader(torch.utils.data.Subset(dataset, evaluation_indices(dataset, n)), batch_size=256)
     xs, ys = zip(*loader)
     return torch.cat(xs), torch.cat(ys)
 
@@ -185,5 +210,5 @@ def random_crop_flip(x: Tensor, padding: int, flip: bool) -> Tensor:
     return out.contiguous()
 
 
-__all__ = ["DATASETS", "check_dataset", "epoch_batches", "first_examples", "load_dataset", "load_rgb", "num_classes",
-           "random_crop_flip"]
+__all__ = ["DATASETS", "check_dataset", "epoch_batches", "evaluation_indices", "first_examples", "load_dataset",
+           "load_rgb", "num_classes", "random_crop_flip"]

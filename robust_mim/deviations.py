@@ -57,10 +57,10 @@ _NORM_PIX_SPACE = _row(
 _IMAGENET_SUBSET = _row(
     "ImageNet evaluation images (imagenet profile)",
     "the whole 50,000-image validation set (or the paper's stated subset)",
-    "the first evaluation.n_examples = 1000 validation images of a class-sorted ImageFolder, i.e. about 20 of "
-    "the 1000 classes, until the loaders take a class-stratified subset (issue 18)",
-    "attack cost; the subset choice is a known bug being fixed",
-    "yes (accuracy on ~20 classes is not ImageNet accuracy)")
+    "evaluation.n_examples = 1000 validation images, a class-stratified subset (each class in turn, seeded "
+    "order within a class; data.evaluation_indices): one image per class",
+    "attack cost (the first 1000 of the class-sorted folder, used before, held about 20 classes)",
+    "yes (1000 images, one per class: ±3 points of binomial noise)")
 _OPTIMISER_LOOP = _row(
     "training loop",
     "RandAugment, random erasing 0.25, gradient accumulation to the stated global batch",
@@ -107,7 +107,8 @@ NIM: tuple[Deviation, ...] = (
          "yes (EOT is stronger: our robust accuracy can be lower than the paper's)"),
     _row("evaluation images",
          "all 50,000 ImageNet validation images (5,000 for AutoAttack)",
-         "cifar10: the first 1000 CIFAR-10 test images; imagenet: see 'ImageNet evaluation images'",
+         "cifar10: 1000 CIFAR-10 test images (torchvision's order; a class-sorted ImageFolder copy gets a "
+         "class-stratified subset); imagenet: see 'ImageNet evaluation images'",
          "attack cost", "unlikely on CIFAR-10 (±1.5 points of binomial noise at n = 1000)"),
     _NORM_PIX_SPACE, _MAE_INIT, _MAE_POOL, _OPTIMISER_LOOP, _IMAGENET_SUBSET,
 )

@@ -35,6 +35,19 @@ def test_imagefolder_reads_a_train_test_tree(tmp_path):
     assert y.tolist() == [0, 0, 0, 1, 1, 1] and num_classes(ds) == 2
 
 
+def test_a_class_sorted_folder_is_evaluated_on_a_class_stratified_subset(tmp_path):
+    """The first n of an ImageFolder (sorted by class) would hold one class; evaluations take every class."""
+    from robust_mim.data import evaluation_indices
+
+    _write_tree(tmp_path)  # test/: 3 images of class 0, then 3 of class 1
+    ds = load_dataset("imagefolder", str(tmp_path), "test", 8)
+    idx = evaluation_indices(ds, 4)
+    assert len(idx) == 4 and idx == sorted(idx) and idx == evaluation_indices(ds, 4)  # deterministic
+    _, y = first_examples(ds, 4)
+    assert sorted(y.tolist()) == [0, 0, 1, 1]
+    assert evaluation_indices(ds, None) == list(range(6))
+
+
 @pytest.mark.parametrize("name", ["imagefolder", "imagenet", "cifar10"])
 def test_missing_data_gives_one_clear_line_naming_the_path(tmp_path, name):
     with pytest.raises(DataMissingError) as err:
