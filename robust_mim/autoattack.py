@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +32,7 @@ from torch import Tensor, nn
 
 from robust_mim.attacks import ATTACKS, check_attack_inputs, predict_labels
 from robust_mim.errors import AttackInputError
+from robust_mim.io import atomic_torch_save
 
 PACKAGE = "pyautoattack"
 AA_NORMS = {"linf": "Linf", "l2": "L2"}
@@ -173,13 +173,8 @@ def load_state(path: str | Path | None, key: str) -> dict[str, Any] | None:
 
 def save_state(path: str | Path | None, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (no-op without a path)."""
-    if path is None:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    if path is not None:
+        atomic_torch_save(state, path)  # umask mode, one line on a full disk, the previous state kept
 
 
 # ----------------------------------------------------------------------------- the attack
