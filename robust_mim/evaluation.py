@@ -146,10 +146,16 @@ def required_classes(spec: SuiteEntry, randomized: bool) -> tuple[int, str]:
     return 1, ""
 
 
+GRADIENT_FREE_ATTACKS = ("square",)  # black-box: they need no gradient from the model
+
+
 def preflight(specs: list[SuiteEntry], defended: nn.Module, surrogates: Mapping[str, nn.Module], x: Tensor,
               randomized: bool) -> None:
-    """Raise one `AttackInputError` line, before any work, for an attack its model cannot support."""
+    """Raise one `AttackInputError` line, before any work, for an attack its model cannot support:
+    too few classes (DLR, targeted attacks), or a gradient attack on a model that passes no gradient
+    to its input (a non-differentiable step without BPDA)."""
     classes: dict[int, int] = {}
+    flows: dict[int, bool] = {}
     for spec in specs:
         need, what = required_classes(spec, randomized)
         model = defended if spec.threat_model.crafts_on == "defended" else surrogates[spec.surrogate]
@@ -158,6 +164,28 @@ def preflight(specs: list[SuiteEntry], defended: nn.Module, surrogates: Mapping[
                 classes[id(model)] = int(model(x[:1]).shape[1])
         if need > 1 and classes[id(model)] < need:
             raise AttackInputError(f"{spec.name}: {what} needs >= {need} classes; the model has {classes[id(model)]}")
+    for spec in specs:
+        model = defended if spec.threat_model.crafts_on == "defended" else surrogates[spec.surrogate]
+        if spec.attack not in GRADIENT_FREE_ATTACKS and not flows.setdefault(id(model), input_gradient_flows(model, x)):
+            raise AttackInputError(f"{spec.name}: the model passes no gradient to its input (a non-differentiable "
+                                   "step without BPDA?): wrap that step in robust_mim.attacks.BPDA")
+
+
+def input_gradient_flows(model: nn.Module, x: Tensor) -> bool:
+    """Whether a weighted sum of the logits of ``x[:2]`` has a non-zero gradient w.r.t. the input.
+
+    False for a model whose forward pass has a step without a gradient (argmin, rounding, ``.detach()``)
+    and no BPDA; a saturated model (huge logits, vanishing cross-entropy) still passes. Torch's RNG
+    is restored afterwards, so a randomized model's later draws do not change.
+    """
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        probe = x[:2].detach().clone().requires_grad_(True)
+        out = model(probe)  # [2, K]
+        if not out.requires_grad:
+            return False
+        weights = torch.arange(1, out.shape[1] + 1, dtype=out.dtype, device=out.device)  # [K]
+        (grad,) = torch.autograd.grad((out * weights).sum(), probe, allow_unused=True)
+    return grad is not None and bool(grad.abs().sum() > 0)
 
 
 def _jsonable(value: Any) -> Any:

@@ -226,3 +226,27 @@ def test_autoattack_check_flags_are_recorded_once(fresh_digits_cnn, test_images)
     _, info = aa.autoattack(probabilities, x, y, EPS, **TINY_BUDGET, seed=0)
     flagged = [f for f in info["flags"] if f.startswith("probabilities:")]
     assert len(flagged) == 1 and "logits" in flagged[0]
+
+
+def test_a_gradient_attack_on_a_model_without_an_input_gradient_is_one_line_before_work(fresh_digits_cnn, test_images):
+    """A non-differentiable step (rounding) without BPDA would give gradient attacks nothing to follow and report
+    a robustness that is only gradient masking; with BPDA (identity backward) the same model is attacked."""
+    from robust_mim.attacks import BPDA
+
+    x, y = test_images
+    cnn = fresh_digits_cnn()
+
+    class Rounded(nn.Module):
+        def __init__(self, bpda: bool):
+            super().__init__()
+            self.cnn, self.round = cnn, (BPDA(torch.round) if bpda else torch.round)
+
+        def forward(self, inp):
+            return self.cnn(self.round(inp * 8) / 8)  # 3-bit quantization of the input
+
+    with pytest.raises(AttackInputError, match="pgd-20: the model passes no gradient to its input .*BPDA"):
+        run_suite(Rounded(bpda=False), x, y, [pgd20()])
+    square_only = [{"name": "square-linf", "attack": "square", "threat_model": "black-box", "eps": [EPS],
+                    "queries": 5}]
+    assert run_suite(Rounded(bpda=False), x[:8], y[:8], square_only)  # black-box attacks need no gradient
+    assert run_suite(Rounded(bpda=True), x[:8], y[:8], [pgd20()])

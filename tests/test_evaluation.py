@@ -29,6 +29,18 @@ class Rounded(nn.Module):
         return self.model(torch.round(x * 4) / 4)
 
 
+class Saturated(nn.Module):
+    """Planted gradient masking that still passes a gradient: logits × 1e4 saturate the softmax, so the
+    cross-entropy's input gradient vanishes on confidently classified points (CE-PGD cannot move)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) * 1e4
+
+
 def small_suite(**kw):
     return default_suite([0, 4 / 255, 8 / 255], large_eps=64 / 255, steps=5, strong_steps_factor=2,
                          strong_restarts=2, autoattack=False, square_queries=40, **kw)
@@ -51,15 +63,21 @@ def test_normal_model_passes_sanity_checks(trained):
     assert "deterministic" in checks["eot_not_weaker_than_single_draw"]["details"]["reason"]
 
 
+def test_a_model_without_input_gradient_is_refused_before_any_attack(trained):
+    model, x, y = trained
+    with pytest.raises(AttackInputError, match="passes no gradient to its input .*BPDA"):
+        run_suite(Rounded(model), x, y, small_suite(has_surrogate=True), surrogates={"bare": model})
+
+
 def test_gradient_masking_model_is_flagged(trained):
     model, x, y = trained
-    masked = Rounded(model)
+    masked = Saturated(model)
     results = run_suite(masked, x, y, small_suite(has_surrogate=True), surrogates={"bare": model},
                         generator=torch.Generator().manual_seed(0))
     checks = by_name(sanity_checks(results, num_classes=10, randomized=False))
     failed = [name for name, c in checks.items() if c["passed"] is False]
     assert failed, checks
-    # the white-box PGD sees zero gradients: at 64/255 it stays far above chance
+    # the white-box CE-PGD sees vanishing gradients: at 64/255 it stays far above chance
     assert checks["large_eps_accuracy_at_chance"]["passed"] is False
     assert checks["white_box_strongest"]["passed"] is False  # the bare-model transfer beats white-box
 
