@@ -222,6 +222,18 @@ def test_adaptive_evaluations_run_per_batch_and_are_named_by_their_steps(trained
     assert results[1]["rows"][0]["n_correct"] < clean  # PGD finds adversarial examples on a standard model
 
 
+def test_adaptive_attacks_log_progress_over_their_batches(trained_clf, data):
+    from robust_mim.cli.mimir import adaptive_entries, evaluate_batched
+    from robust_mim.progress import Progress
+
+    x, y = data[0][:40], data[1][:40]
+    lines = []
+    progress = Progress(3 * len(adaptive_entries(CFG)), lines.append, "attack-adaptive", "batches")
+    for fn, _ in adaptive_entries(CFG):
+        evaluate_batched(trained_clf.eval(), x, y, fn, 16, torch.Generator().manual_seed(0), progress)
+    assert lines and "attack-adaptive" in lines[-1] and "12/12" in "".join(lines)
+
+
 def test_pretraining_labels():
     from robust_mim.cli.mimir import pretraining_label
 

@@ -14,6 +14,7 @@ Each attack runs per batch of ``mimir.batch_size`` images (HSIC is a batch stati
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Callable
 
 import torch
@@ -24,6 +25,7 @@ from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.errors import ConfigError
 from robust_mim.evaluation import run_evaluation, sanity_checks
+from robust_mim.progress import Progress, progress_or_none
 from robust_mim.worst_case import decode_mask, encode_mask
 from robust_mim.objectives.mimir_methods import hsic_estimator
 
@@ -55,11 +57,12 @@ def adaptive_entries(cfg: dict[str, Any]) -> list[tuple[EntryFn, dict[str, Any]]
 
 
 def evaluate_batched(model: nn.Module, x: Tensor, y: Tensor, entry_for: EntryFn, batch_size: int,
-                     generator: torch.Generator | None = None) -> dict[str, Any]:
+                     generator: torch.Generator | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """`run_evaluation` on each batch (``entry_for(x_batch)`` builds its entry); rows merged over batches.
 
     Args:
         x: images [N, 3, H, W] in [0, 1]; y: labels [N].
+        progress: counts one unit per attacked batch and ε (the job's log lines), if given.
 
     Returns:
         the `run_evaluation` result with rows summed over batches (accuracy = n_correct / N).
@@ -68,7 +71,7 @@ def evaluate_batched(model: nn.Module, x: Tensor, y: Tensor, entry_for: EntryFn,
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         entry = {**entry_for(xb), "batch_size": batch_size}
-        parts.append(run_evaluation(model, xb, yb, entry, generator=generator))
+        parts.append(run_evaluation(model, xb, yb, entry, generator=generator, progress=progress))
     rows = []
     for per_batch in zip(*(p["rows"] for p in parts)):
         n_correct, n = sum(r["n_correct"] for r in per_batch), sum(r["n_examples"] for r in per_batch)
@@ -98,9 +101,11 @@ def attack_adaptive(args: argparse.Namespace) -> None:
     model = common.load_classifier(spec, args.weights, k).to(dev)
     x, y = x.to(dev), y.to(dev)
     generator = common.seeded_generator(spec, dev)
-    results = []
-    for entry_for, described in adaptive_entries(cfg):
-        res = evaluate_batched(model, x, y, entry_for, cfg["batch_size"], generator)
+    entries, results = adaptive_entries(cfg), []
+    batches = math.ceil(len(y) / cfg["batch_size"]) * len(entries) * sum(e != 0 for e in cfg["eps_255"])
+    progress = progress_or_none(batches, log, "attack-adaptive", "batches")
+    for entry_for, described in entries:
+        res = evaluate_batched(model, x, y, entry_for, cfg["batch_size"], generator, progress)
         res["params"].update(described)
         results.append(res)
         log(f"{args.model_id} {res['evaluation']}: " + ", ".join(
