@@ -5,13 +5,14 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 CORES ?= 8
+SNAKEFLAGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: all test install bench lint dry-run report help lab clean
 
 all: $(STAMP)
-	snakemake --cores $(CORES) all
+	snakemake --cores $(CORES) all $(SNAKEFLAGS)
 	snakemake --report results/smoke/report.html
 	@echo ""
 	@echo "Done (profile smoke: tiny-scale numbers). Open:"
@@ -44,7 +45,7 @@ lab: $(STAMP)
 	jupyter lab notebooks/
 
 dry-run: $(STAMP)
-	snakemake -n all
+	snakemake -n all $(SNAKEFLAGS)
 
 report: $(STAMP)
 	snakemake --report results/smoke/report.html
@@ -59,7 +60,7 @@ help:
 	@echo "make lint     snakemake --lint and a dry run"
 	@echo "make install  create .venv and install the package with its dev extras"
 	@echo "make clean    delete the smoke and test profiles' results and figures"
-	@echo "Variables: CORES=$(CORES) PYTHON=$(PYTHON) VENV=$(VENV)"
+	@echo "Variables: CORES=$(CORES) PYTHON=$(PYTHON) VENV=$(VENV) SNAKEFLAGS='...' (extra snakemake flags of all and dry-run)"
 
 clean:
 	rm -rf results/smoke results/test figures/smoke figures/test .snakemake
