@@ -14,6 +14,15 @@ def _load(repo, name):
     return yaml.safe_load((repo / "config" / f"{name}.yaml").read_text())
 
 
+def _error_of(repo, schema, mutate) -> str:
+    """The ConfigError line of the smoke profile after ``mutate`` (which must make it invalid)."""
+    cfg = _load(repo, "smoke")
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, schema)
+    return str(err.value)
+
+
 @pytest.mark.parametrize("profile", ["smoke", "test", "cifar10", "imagenet"])
 def test_every_profile_validates(repo, schema, profile):
     if not (repo / "config" / f"{profile}.yaml").exists():
@@ -49,11 +58,7 @@ def test_schema_rejects_a_bad_config_with_a_readable_message(repo, schema, mutat
     (lambda c: c["finetune"].update(label_smoothing=0.1), "finetune.runs.at-scratch", "set label_smoothing to 0"),
 ])
 def test_cross_key_mistakes_are_one_config_error_line(repo, schema, mutate, where, says):
-    cfg = _load(repo, "smoke")
-    mutate(cfg)
-    with pytest.raises(ConfigError) as err:
-        validate_config(cfg, schema)
-    msg = str(err.value)
+    msg = _error_of(repo, schema, mutate)
     assert msg.startswith(f"config error at {where}:") and says in msg and "\n" not in msg
 
 
@@ -163,11 +168,7 @@ def test_a_cli_job_imports_only_its_own_command_module():
      "batch_size 128 does not divide evenly over 3 GPUs"),
 ])
 def test_settings_that_change_results_silently_stop_at_config_time(repo, schema, mutate, where, says):
-    cfg = _load(repo, "smoke")
-    mutate(cfg)
-    with pytest.raises(ConfigError) as err:
-        validate_config(cfg, schema)
-    msg = str(err.value)
+    msg = _error_of(repo, schema, mutate)
     assert where in msg and says in msg and "\n" not in msg, msg
 
 
