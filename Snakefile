@@ -4,10 +4,13 @@
     snakemake --cores 8 all --configfile config/cifar10.yaml # another profile
 
 Stages: pretrain_mim -> finetune_classifier -> attack_eval -> notebook_run (figures, tables).
+Each paper's own rules (rules/<key>.smk) are included by looping over the registry robust_mim.papers.PAPERS.
 Parameters live in config/<profile>.yaml (validated against config/schema.yaml); rules turn
 them into job specs; every output is under results/<profile>/ or figures/<profile>/.
 """
 from snakemake.utils import min_version
+
+from robust_mim.papers import PAPERS
 
 min_version("8.0")
 
@@ -20,12 +23,14 @@ include: "rules/pretrain.smk"
 include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
 include: "rules/notebooks.smk"
-include: "rules/nim.smk"
-include: "rules/mimir.smk"
-include: "rules/dmae.smk"
-include: "rules/chen.smk"
-include: "rules/dat_common.smk"
-include: "rules/dat.smk"
+
+
+# one rule file per registered paper (robust_mim/papers/<key>/ -> rules/<key>.smk), in the papers' order
+for paper in PAPERS.values():
+
+    include: paper.rules
+
+
 include: "rules/report.smk"
 
 

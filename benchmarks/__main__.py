@@ -4,9 +4,9 @@ Runs, in one process with a fixed number of torch threads:
 
 - ``engine``:   training-step throughput, `robust_mim.engine` vs a plain PyTorch + timm loop;
 - ``mae``:      MAE step with the encoder on visible tokens (mask 0.75) vs all tokens (mask 0);
-- ``pgd``:      PGD-10 of `robust_mim.attacks` vs ART's ``ProjectedGradientDescentPyTorch`` and ``...Numpy``;
+- ``pgd``:      PGD-10 of `robust_mim.attacks.core` vs ART's ``ProjectedGradientDescentPyTorch`` and ``...Numpy``;
 - ``certify``:  batched randomized-smoothing CERTIFY vs a per-sample loop;
-- ``autoattack``: official AutoAttack standard through `robust_mim.autoattack` vs calling ``pyautoattack`` directly;
+- ``autoattack``: official AutoAttack standard through `robust_mim.attacks.autoattack` vs calling ``pyautoattack`` directly;
 - ``gpu``:      training MFU on a GPU (skipped without CUDA);
 - ``pipeline``: wall time and peak memory of every job of ``snakemake all`` (from its benchmark files).
 
@@ -130,7 +130,7 @@ def _mae_rows(r: dict) -> list[dict]:
 def _pgd_rows(r: dict) -> list[dict]:
     rows = []
     for run in r["runs"]:
-        ours = run["results"]["robust_mim.attacks.pgd"]
+        ours = run["results"]["robust_mim.attacks.core.pgd"]
         for baseline, ratio, suffix in (("PyTorch", "ratio", ""), ("Numpy", "ratio_numpy", "/art-numpy")):
             art = run["results"][f"ART ProjectedGradientDescent{baseline}"]
             rows.append(_row(f"pgd/{run['model']}{suffix}", f"{ours['examples_per_s']:.1f} ex/s",
@@ -149,7 +149,7 @@ def _certify_rows(r: dict) -> list[dict]:
 def _autoattack_rows(r: dict) -> list[dict]:
     rows = []
     for run in r["runs"]:
-        ours, direct = (run["results"][k] for k in ("robust_mim.autoattack.autoattack",
+        ours, direct = (run["results"][k] for k in ("robust_mim.attacks.autoattack.autoattack",
                                                     "pyautoattack AutoAttack.run_standard_evaluation"))
         rows.append(_row(f"autoattack/{run['model']}", f"{ours['median_s']:.2f} s", f"{direct['median_s']:.2f} s",
                          run["ratio"], f">= {run['target_ratio']}",

@@ -1,4 +1,4 @@
-"""Official AutoAttack (standard): ``robust_mim.autoattack.autoattack`` vs calling ``pyautoattack`` directly.
+"""Official AutoAttack (standard): ``robust_mim.attacks.autoattack.autoattack`` vs calling ``pyautoattack`` directly.
 
 Both run AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square) with the same seed,
 ε and budget on the same model and images. Ours runs the four attacks one at a time on the
@@ -29,11 +29,11 @@ from torch import nn
 
 from benchmarks import interleaved_times, median, spread
 from benchmarks.bench_pgd import calibrate_batchnorm, small_cnn
-from robust_mim.attacks import predict_labels
-from robust_mim.autoattack import autoattack, package_version
+from robust_mim.attacks.core import predict_labels
+from robust_mim.attacks.autoattack import autoattack, package_version
 from robust_mim.io import atomic_write_text
 
-OURS, DIRECT = "robust_mim.autoattack.autoattack", "pyautoattack AutoAttack.run_standard_evaluation"
+OURS, DIRECT = "robust_mim.attacks.autoattack.autoattack", "pyautoattack AutoAttack.run_standard_evaluation"
 
 
 def smoke_vit() -> nn.Module:

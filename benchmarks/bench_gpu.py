@@ -165,7 +165,7 @@ def _model_and_step(w: Workload, device: torch.device) -> tuple[nn.Module, LossF
 
 def pgd_at_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Madry et al. PGD-AT: cross-entropy at a PGD-10 adversarial example (attack in eval mode)."""
-    from robust_mim.attacks import pgd, preserved_mode
+    from robust_mim.attacks.core import pgd, preserved_mode
 
     with preserved_mode(model, training=False):
         x_adv = pgd(model, x, y, PGD_EPS, steps=PGD_STEPS, step_size=PGD_STEP_SIZE)

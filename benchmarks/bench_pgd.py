@@ -1,4 +1,4 @@
-"""PGD-10 throughput: ``robust_mim.attacks.pgd`` vs ART's two PGD implementations.
+"""PGD-10 throughput: ``robust_mim.attacks.core.pgd`` vs ART's two PGD implementations.
 
 All attack the same model and batch with the same L∞ budget (ε = 8/255, step 2/255, 10 steps,
 one random start). The baselines: ART's ``ProjectedGradientDescentPyTorch`` (the one ART picks
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from robust_mim.art_attacks import art_classifier
-from robust_mim.attacks import pgd, predict_labels
+from robust_mim.attacks.art import art_classifier
+from robust_mim.attacks.core import pgd, predict_labels
 from robust_mim.io import atomic_write_text
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -72,7 +72,7 @@ def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 
 MODELS: dict[str, Callable[[], nn.Module]] = {"cnn": small_cnn, "vit": micro_vit}
-OURS, ART_TORCH, ART_NUMPY = ("robust_mim.attacks.pgd", "ART ProjectedGradientDescentPyTorch",
+OURS, ART_TORCH, ART_NUMPY = ("robust_mim.attacks.core.pgd", "ART ProjectedGradientDescentPyTorch",
                               "ART ProjectedGradientDescentNumpy")
 
 

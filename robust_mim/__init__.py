@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__version__ = "0.1.0"
+from robust_mim._version import __version__
 __all__ = ["load_model", "__version__"]
 
 

@@ -329,7 +329,7 @@ def attack_certified_points(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, ra
                             generator: torch.Generator | None = None) -> list[dict]:
     """Empirical check of certificates: L2 PGD-EOT against g at (multiples of) each radius.
 
-    For each image, PGD (`robust_mim.attacks.pgd`, L2 ball of radius ``factor · radius``,
+    For each image, PGD (`robust_mim.attacks.core.pgd`, L2 ball of radius ``factor · radius``,
     ``eot_samples`` passes per gradient) maximises the cross-entropy of the soft smoothed
     classifier `GaussianNoiseEnsemble` (``noise_samples`` draws of the same σ per pass); then
     PREDICT (n samples, α) evaluates g at the adversarial image. A certificate that holds means
@@ -351,7 +351,7 @@ def attack_certified_points(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, ra
         One row per image × factor: ``{idx, label, radius, factor, eps, predict_adv, flipped,
         abstained}``; ``flipped`` is 1 when PREDICT returns a class other than the label.
     """
-    from robust_mim.attacks import pgd
+    from robust_mim.attacks.core import pgd
 
     device = _module_device(smooth.base_classifier, x.device)
     soft = GaussianNoiseEnsemble(smooth.base_classifier, smooth.sigma, noise_samples, generator)

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from robust_mim.errors import ConfigError
+from robust_mim.papers import PAPERS
 
 
 def _with_defaults(validator_class):
@@ -43,6 +44,20 @@ def with_override_defs(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def compose_schema(base: dict[str, Any], sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The profile schema: ``base`` (config/schema.yaml) plus each paper's section schema
+    (``robust_mim/papers/<key>/schema.yaml``, read by the caller) under ``properties[<key>]``, and the
+    registered paper keys as the values a run's ``papers`` may list (``$defs.paper_keys``)."""
+    schema = copy.deepcopy(base)
+    for key, section in sections.items():
+        if key in schema["properties"]:
+            raise ConfigError(f"paper '{key}': its section clashes with the shared key '{key}' of config/schema.yaml")
+        schema["properties"][key] = section
+    schema.setdefault("$defs", {})["paper_keys"] = {
+        "enum": ["overview", *PAPERS], "description": "a registered paper (robust_mim.papers), or overview"}
+    return schema
+
+
 def _message(err) -> str:
     """One line for the first schema violation (misspelled keys and bad ids said plainly)."""
     where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
@@ -69,34 +84,46 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str,
     check_run_references(filled)
     check_finetune_runs(filled)
     check_model_and_batches(filled)
+    check_papers(filled)
     return filled
 
 
+def _section(config: dict[str, Any], path: str) -> dict[str, Any]:
+    """``config["chen"]["pretrain"]`` for ``"chen.pretrain"`` ({} where absent)."""
+    for key in path.split("."):
+        config = (config or {}).get(key) or {}
+    return config
+
+
 def _train_sections(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every section whose runs train a model: name as written in the config -> section."""
-    return {"pretrain": config.get("pretrain") or {}, "finetune": config.get("finetune") or {},
-            "chen.pretrain": (config.get("chen") or {}).get("pretrain") or {},
-            "dat.vq": (config.get("dat") or {}).get("vq") or {}}
+    """Every section whose runs train a model (the papers' own, e.g. chen.pretrain): path -> section."""
+    paths = ["pretrain", "finetune"] + [path for p in PAPERS.values() for path in p.run_sections]
+    return {path: _section(config, path) for path in paths}
 
 
 def check_run_references(config: dict[str, Any]) -> None:
-    """Ids a run names (init, denoiser, vq, ensemble members) exist; ids are unique across sections."""
+    """Ids a run names (init, denoiser, vq ...) exist; a paper's run ids differ from the shared ones."""
     sections = _train_sections(config)
     ids = {name: set(section.get("runs") or {}) for name, section in sections.items()}
-    shared = ids["pretrain"] & ids["chen.pretrain"]
-    if shared:
-        raise ConfigError(f"config error at chen.pretrain.runs: ids {sorted(shared)} are also pretrain.runs ids")
-    known = {"init": ids["pretrain"] | ids["chen.pretrain"], "denoiser": ids["pretrain"], "vq": ids["dat.vq"]}
+    known = {"init": set(ids["pretrain"]), "denoiser": set(ids["pretrain"])}
+    for path, ref in ((path, ref) for p in PAPERS.values() for path, ref in p.run_sections.items()):
+        shared = ids[path] & (ids["pretrain"] | ids["finetune"])
+        if shared:
+            raise ConfigError(f"config error at {path}.runs: ids {sorted(shared)} are also pretrain or finetune run ids")
+        known.setdefault(ref, set()).update(ids[path])
     for run_id, run in (sections["finetune"].get("runs") or {}).items():
         for key, allowed in known.items():
             ref = (run or {}).get(key)
             if ref is not None and ref not in allowed:
                 raise ConfigError(f"config error at finetune.runs.{run_id}.{key}: unknown run '{ref}' "
                                   f"(known: {', '.join(sorted(allowed)) or 'none'})")
-    for ens, members in ((config.get("chen") or {}).get("ensembles") or {}).items():
-        unknown = sorted(set(members) - ids["finetune"])
-        if unknown:
-            raise ConfigError(f"config error at chen.ensembles.{ens}: unknown finetune runs {unknown}")
+
+
+def check_papers(config: dict[str, Any]) -> None:
+    """Each paper's own cross-key checks (``robust_mim/papers/<key>/checks.py``, where it has one)."""
+    for p in PAPERS.values():
+        if p.checks:
+            p.module("checks").check_config(config)
 
 
 def check_model_and_batches(config: dict[str, Any]) -> None:

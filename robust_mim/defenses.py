@@ -94,7 +94,7 @@ def _de3(classifier: nn.Module, denoiser: nn.Module | None = None, *, sigma_255:
 def de3_degradation(settings: dict[str, Any] | None) -> str:
     """How a De³ defense degrades its input: ``"mask"`` for the MAE baseline (σ_test = 0, γ > 0), else ``"noise"``.
 
-    The σ_test sweep (`robust_mim.objectives.nim.sigma_tradeoff`) varies that degradation.
+    The σ_test sweep (`robust_mim.papers.nim.objective.sigma_tradeoff`) varies that degradation.
     """
     settings = settings or {}
     masks = settings.get("name") == "de3" and settings.get("mask_ratio", 0) > 0 and settings.get("sigma_255", 0) == 0
@@ -108,7 +108,7 @@ class QuantizedInput(nn.Module):
     """classifier(Q(x)): quantize the input with a frozen VQ autoencoder (DAT's Q), then classify.
 
     Q is not differentiable (nearest-code lookup), so the forward pass runs it through
-    `robust_mim.attacks.BPDA`: Q(x) forward, identity backward; white-box attacks thus see the
+    `robust_mim.attacks.core.BPDA`: Q(x) forward, identity backward; white-box attacks thus see the
     whole defended model. Deterministic (not randomized).
 
     Args:
@@ -118,7 +118,7 @@ class QuantizedInput(nn.Module):
 
     def __init__(self, classifier: nn.Module, vq: nn.Module) -> None:
         super().__init__()
-        from robust_mim.attacks import BPDA
+        from robust_mim.attacks.core import BPDA
 
         self.classifier, self.vq = classifier, vq.eval().requires_grad_(False)
         self.quantize = BPDA(vq.quantize_image)

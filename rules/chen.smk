@@ -1,17 +1,12 @@
 # Paper 4 — Chen et al. (CVPR 2020): pretext pretraining (pretrain_pretext) and the paper's TA / ATA
 # evaluation of every chen model and softmax ensemble (attack_chen_pgd). Fine-tuning (F1–F4) is the
 # shared finetune_classifier rule: runs set `init` to a chen.pretrain run and `frozen_blocks` for F1/F2.
-from robust_mim.objectives.chen import check_chen_config
-
 CHEN = config["chen"]
 CHEN_PRETRAIN_RUNS = sorted(CHEN["pretrain"]["runs"])
 CHEN_ENSEMBLES = sorted(CHEN["ensembles"])
 CHEN_EVAL_IDS = models_of("chen") + CHEN_ENSEMBLES
 CHEN_PRETEXT_KEYS = ("jigsaw_grid", "num_permutations", "permutation_seed", "selfie_patch", "selfie_masked",
                      "selfie_shared_encoder")
-CHEN_CONFIG_ERRORS = check_chen_config(CHEN, PRETRAIN_RUNS, {m: finetune_run(m) for m in MODELS})
-if CHEN_CONFIG_ERRORS:
-    raise SystemExit(f"robust_mim: config error: {CHEN_CONFIG_ERRORS[0]}")
 
 
 wildcard_constraints:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import yaml
 
-from robust_mim.config import resolve_run, validate_config
+from robust_mim.config import compose_schema, resolve_run, validate_config
 from robust_mim.data_check import check_dataset
 from robust_mim.errors import ConfigError, RobustMimError
+from robust_mim.papers import PAPERS
 
 REPO = Path(workflow.basedir)
 
@@ -21,7 +22,8 @@ def load_profile(overrides):
     if "profile" not in overrides:
         base = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     merged = {**base, **overrides}
-    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    schema = compose_schema(yaml.safe_load((REPO / "config" / "schema.yaml").read_text()), {
+        p.key: yaml.safe_load(p.schema_path.read_text()) for p in PAPERS.values() if p.schema_path.is_file()})
     try:
         return validate_config(merged, schema)
     except ConfigError as exc:
@@ -132,9 +134,8 @@ def robustness_records(models):
     return [f"{RES}/records/{m}/robustness" for m in models]
 
 
-# notebook -> paper key in finetune runs' `papers` (None: every model)
-NOTEBOOK_PAPER = {"00_overview": None, "01_nim_de3": "nim", "02_mimir": "mimir", "03_dmae_certified": "dmae",
-                  "04_adv_ss_pretraining": "chen", "05_dat": "dat", "06_leaderboard": None}
+# notebook -> paper key in finetune runs' `papers` (None: every model); one notebook per registered paper
+NOTEBOOK_PAPER = {"00_overview": None, **{p.notebook: p.key for p in PAPERS.values()}, "06_leaderboard": None}
 # notebook -> function(models) giving extra inputs (paper rule files register theirs)
 NOTEBOOK_EXTRA_INPUTS = {}
 

@@ -1,5 +1,7 @@
 # Paper 5 — DAT (Mao et al., NeurIPS 2022): VQ autoencoder, DAT training, corruption benchmark.
-# Helper functions live in rules/dat_common.smk.
+# Helper functions live in rules/dat_common.smk (included here).
+include: "dat_common.smk"
+
 
 rule train_vq:
     output:

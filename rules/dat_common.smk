@@ -7,21 +7,6 @@ DAT = config["dat"]
 VQ_RUNS = sorted(DAT["vq"]["runs"])
 
 
-def dat_config_errors():
-    """One line per inconsistency: unknown vq ids, DAT runs without a VQ, ids shared with other runs."""
-    errors = [f"finetune.runs.{m}.vq names unknown dat.vq run '{finetune_run(m)['vq']}' (known: {', '.join(VQ_RUNS) or 'none'})"
-              for m in MODELS if finetune_run(m).get("vq") and finetune_run(m)["vq"] not in VQ_RUNS]
-    errors += [f"finetune.runs.{m} uses method dat but names no `vq` (a dat.vq run id)"
-               for m in MODELS if finetune_run(m)["method"]["name"] == "dat" and not finetune_run(m).get("vq")]
-    errors += [f"dat.vq run '{r}' is also a pretrain or finetune id" for r in VQ_RUNS if r in PRETRAIN_RUNS + MODELS]
-    return errors
-
-
-DAT_CONFIG_ERRORS = dat_config_errors()
-if DAT_CONFIG_ERRORS:
-    raise SystemExit(f"robust_mim: config error: {DAT_CONFIG_ERRORS[0]}")
-
-
 wildcard_constraints:
     vq="|".join(VQ_RUNS) or "__none__",
 

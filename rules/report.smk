@@ -4,8 +4,7 @@
 # with report(..., category=<paper>) so `snakemake --report report.html` groups figures and tables by paper.
 
 # paper key (NOTEBOOK_PAPER) -> report category
-REPORT_CATEGORY = {None: "6 overview and leaderboard", "nim": "1 NIM - De3", "mimir": "2 MIMIR", "dmae": "3 DMAE",
-                   "chen": "4 Chen et al. 2020", "dat": "5 DAT"}
+REPORT_CATEGORY = {None: f"{len(PAPERS) + 1} overview and leaderboard", **{p.key: p.category for p in PAPERS.values()}}
 # sections of runs a classifier can start from: pretrain.runs and paper sections with runs (chen.pretrain, dat.vq)
 REPORT_UPSTREAM_SECTIONS = [config["pretrain"]] + [
     sub for k, v in config.items() if k not in ("pretrain", "finetune") and isinstance(v, dict)

@@ -13,6 +13,17 @@ from torch import nn
 from tiny_models import train_digits_cnn
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def profile_schema(repo: Path = REPO) -> dict:
+    """config/schema.yaml with every registered paper's section schema, as rules/common.smk composes it."""
+    import yaml
+
+    from robust_mim.config import compose_schema
+    from robust_mim.papers import PAPERS
+
+    return compose_schema(yaml.safe_load((repo / "config" / "schema.yaml").read_text()), {
+        p.key: yaml.safe_load(p.schema_path.read_text()) for p in PAPERS.values() if p.schema_path.is_file()})
 torch.set_num_threads(1)  # tiny models: one thread is as fast and never oversubscribes
 
 

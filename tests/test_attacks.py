@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robust_mim.art_attacks import apgd, autoattack_style, square
-from robust_mim.attacks import (ATTACKS, BPDA, ExpectationOverTransformation, fgsm, pgd, predict_labels,
+from robust_mim.attacks.art import apgd, autoattack_style, square
+from robust_mim.attacks.core import (ATTACKS, BPDA, ExpectationOverTransformation, fgsm, pgd, predict_labels,
                                 straight_through)
 from robust_mim.errors import AttackInputError
 from tiny_models import NoisyInput
@@ -147,7 +147,7 @@ def test_targeted_moves_toward_target(trained):
 
 @pytest.mark.parametrize("norm,eps", [("linf", 12 / 255), ("l2", 1.0)])
 def test_pgd_matches_art_pgd(trained, norm, eps):
-    from robust_mim.art_attacks import art_pgd
+    from robust_mim.attacks.art import art_pgd
 
     model, x, y = trained
     ours = acc(model, pgd(model, x, y, eps, norm=norm, steps=10, step_size=2.5 * eps / 10,

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from robust_mim import autoattack as aa
+from robust_mim.attacks import autoattack as aa
 from robust_mim.errors import AttackInputError
-from robust_mim.evaluation import run_suite
-from robust_mim.tables_chen import ta_ata
-from robust_mim.worst_case import (decode_mask, encode_mask, overstatement, worst_case_accuracy, worst_case_mask,
+from robust_mim.evaluation.suite import run_suite
+from robust_mim.papers.chen.tables import ta_ata
+from robust_mim.evaluation.worst_case import (decode_mask, encode_mask, overstatement, worst_case_accuracy, worst_case_mask,
                                    worst_case_table)
 from tiny_models import NoisyInput
 
@@ -196,8 +196,8 @@ def test_cli_suite_runs_official_autoattack_and_eot_on_randomized_models(tmp_pat
 
 
 def test_eot_wrap_attacks_the_average_and_majority_scoring_is_stable(fresh_digits_cnn, test_images, monkeypatch):
-    from robust_mim import evaluation
-    from robust_mim.attacks import ExpectationOverTransformation
+    from robust_mim.evaluation import suite as evaluation
+    from robust_mim.attacks.core import ExpectationOverTransformation
 
     x, y = test_images
     noisy, seen = NoisyInput(fresh_digits_cnn(), 0.1).eval(), []
@@ -231,7 +231,7 @@ def test_autoattack_check_flags_are_recorded_once(fresh_digits_cnn, test_images)
 def test_a_gradient_attack_on_a_model_without_an_input_gradient_is_one_line_before_work(fresh_digits_cnn, test_images):
     """A non-differentiable step (rounding) without BPDA would give gradient attacks nothing to follow and report
     a robustness that is only gradient masking; with BPDA (identity backward) the same model is attacked."""
-    from robust_mim.attacks import BPDA
+    from robust_mim.attacks.core import BPDA
 
     x, y = test_images
     cnn = fresh_digits_cnn()

@@ -12,11 +12,11 @@ import pytest
 from conftest import ENV, REPO
 from robust_mim.checkpoints import weights_kind
 from robust_mim.cli import common
-from robust_mim.cli.dat import load_vq
+from robust_mim.models.vq import load_vq
 from robust_mim.errors import CheckpointError
 from robust_mim.io import save_weights
 from robust_mim.models.vq import VQAutoencoder
-from robust_mim.objectives.chen import build_backbone_classifier
+from robust_mim.models.resnet import build_backbone_classifier
 
 DATA = {"name": "digits", "root": "data", "image_size": 16, "download": False, "mean": [0.5] * 3, "std": [0.5] * 3}
 

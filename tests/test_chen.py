@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 
 from robust_mim.cli import common, main
-from robust_mim.cli.chen import build_pretext, load_members
+from robust_mim.papers.chen.commands import build_pretext, load_members
 from robust_mim.errors import CheckpointError, ConfigError
 from robust_mim.io import load_weights, save_weights
 from robust_mim.models.classifier import load_encoder
-from robust_mim.models.pretext import SoftmaxEnsemble
-from robust_mim.objectives.chen import (
+from robust_mim.models.resnet import SoftmaxEnsemble
+from robust_mim.papers.chen.objective import (
     freeze_pretrained_blocks, grid_cell, pretext_encoder_state, pretrained_block_prefixes,
 )
 from robust_mim.records import make_record, provenance, write_record
-from robust_mim.report import load_records
+from robust_mim.reporting.records import load_records
 
 DATA = {"name": "digits", "root": "data", "image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3, "download": False,
         "num_workers": 0}
@@ -171,7 +171,7 @@ def _record(root, model_id: str, task: str, pre: str, fin: str, ta: float, ata: 
 
 def test_robustness_claims_are_judged_on_the_worst_case_with_ata_beside_it(tmp_path):
     """Like ``chen-rotation-p3-f2``: PGD-20 (the paper's ATA) fails where another attack succeeds."""
-    from robust_mim import tables_chen as tc
+    from robust_mim.papers.chen import tables as tc
 
     _record(tmp_path, "p1f4", "none", "P1", "F4", 0.80, 0.30)
     _record(tmp_path, "sel-p3f4", "selfie", "P3", "F4", 0.82, 0.45)  # ATA alone: 45 vs 30, beyond noise
@@ -188,7 +188,7 @@ def test_robustness_claims_are_judged_on_the_worst_case_with_ata_beside_it(tmp_p
 
 
 def test_claims_are_judged_from_records(tmp_path):
-    from robust_mim import tables_chen as tc
+    from robust_mim.papers.chen import tables as tc
 
     _record(tmp_path, "p1f4", "none", "P1", "F4", 0.80, 0.30)
     _record(tmp_path, "rot-p3f4", "rotation", "P3", "F4", 0.82, 0.40)

@@ -10,8 +10,9 @@ from PIL import Image
 
 from robust_mim.cli import main
 from robust_mim.cli import common
-from robust_mim.cli.dat import (corrupted_batches, corruption_error_rows, corruption_sanity_checks, load_vq,
-                                reconstruction_stats, save_vq)
+from robust_mim.models.vq import load_vq, save_vq
+from robust_mim.papers.dat.measures import (corrupted_batches, corruption_error_rows, corruption_sanity_checks,
+                                            reconstruction_stats)
 from robust_mim.corruptions import CORRUPTION_NAMES
 from robust_mim.data import first_examples
 from robust_mim.defenses import QuantizedInput, build_defense

@@ -1,12 +1,12 @@
-"""Notebook 05's table layer (robust_mim.tables_dat): roles, relative mCE and the claims, from synthetic records."""
+"""Notebook 05's table layer (robust_mim.papers.dat.tables): roles, relative mCE and the claims, from synthetic records."""
 from __future__ import annotations
 
 import pytest
 
-from robust_mim import tables_dat as td
+from robust_mim.papers.dat import tables as td
 from robust_mim.corruptions import CORRUPTION_NAMES
 from robust_mim.records import make_record, provenance, write_record
-from robust_mim.report import RecordsMissing
+from robust_mim.reporting.records import RecordsMissing
 
 N = 400
 

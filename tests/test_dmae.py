@@ -16,7 +16,7 @@ from robust_mim.cli.common import build_classifier
 from robust_mim.errors import ConfigError
 from robust_mim.io import save_weights
 from robust_mim.objectives import FINETUNE, build_step
-from robust_mim.objectives.dmae import default_eta
+from robust_mim.papers.dmae.objective import default_eta
 
 SHAPE = (3, 16, 16)
 DIM = 3 * 16 * 16
@@ -214,7 +214,7 @@ def test_pgd_eot_respects_true_certificates_and_breaks_inflated_ones():
 def test_dmae_claims_compare_certified_accuracies_with_the_binomial_noise():
     import pandas as pd
 
-    from robust_mim.tables_dmae import _beats
+    from robust_mim.papers.dmae.tables import _beats
 
     best = pd.DataFrame({"r=0.25": [16.0, 15.0, 60.0, 10.0], "r=0.5": [10.0, 9.0, 40.0, 5.0]},
                         index=["a-close", "b", "a-far", "a-worse"])

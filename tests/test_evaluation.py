@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from robust_mim.errors import AttackInputError
-from robust_mim.evaluation import accuracy, default_suite, run_suite, sanity_checks, tolerance
+from robust_mim.evaluation.suite import accuracy, default_suite, run_suite, sanity_checks
+from robust_mim.evaluation.verdict import tolerance
 from tiny_models import NoisyInput
 
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from robust_mim import plots
+from robust_mim.reporting import plots
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -60,7 +60,7 @@ def test_repel_offsets_keeps_labels_of_nearby_points_apart():
 
 
 def test_vq_grid_rows_are_labelled(tmp_path):
-    from robust_mim.tables_dat import plot_reconstructions
+    from robust_mim.papers.dat.tables import plot_reconstructions
 
     path = tmp_path / "rec.png"
     plt.imsave(path, np.random.default_rng(0).random((34, 66, 3)))

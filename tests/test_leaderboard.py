@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robust_mim import leaderboard as lb
+from robust_mim.reporting import leaderboard as lb
 from robust_mim.cli import main
 from robust_mim.records import make_record, write_record
 

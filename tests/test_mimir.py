@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
-from robust_mim.adaptive import feature_distance_loss, pgd_mi_loss
+from robust_mim.papers.mimir.adaptive import feature_distance_loss, pgd_mi_loss
 from robust_mim.errors import AttackInputError
-from robust_mim.objectives.mimir import (
+from robust_mim.papers.mimir.hsic import (
     hsic_normalized,
     hsic_normalized_cca,
     mimir_adversarial_input,

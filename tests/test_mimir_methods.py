@@ -10,8 +10,8 @@ from robust_mim.errors import ConfigError
 from robust_mim.models.mim import MaskedAutoencoder
 from robust_mim.models.vit import vit_spec
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
-from robust_mim.objectives.mimir import hsic_normalized_cca, mimir_adversarial_input
-from robust_mim.objectives.mimir_methods import mimir_adversarial_example
+from robust_mim.papers.mimir.hsic import hsic_normalized_cca, mimir_adversarial_input
+from robust_mim.papers.mimir.methods import mimir_adversarial_example
 from tiny_models import TinyClassifier, cyclic_batch, minimize, train_tiny_classifier
 
 EPS = 8 / 255
@@ -205,7 +205,7 @@ CFG = {"eps_255": [8], "pgd_steps": [3, 6], "step_255": 2, "restarts": 1, "featu
 
 
 def test_adaptive_evaluations_run_per_batch_and_are_named_by_their_steps(trained_clf, data):
-    from robust_mim.cli.mimir import adaptive_entries, evaluate_batched
+    from robust_mim.papers.mimir.commands import adaptive_entries, evaluate_batched
 
     x, y = data[0][:40], data[1][:40]
     trained_clf.eval()
@@ -223,7 +223,7 @@ def test_adaptive_evaluations_run_per_batch_and_are_named_by_their_steps(trained
 
 
 def test_adaptive_attacks_log_progress_over_their_batches(trained_clf, data):
-    from robust_mim.cli.mimir import adaptive_entries, evaluate_batched
+    from robust_mim.papers.mimir.commands import adaptive_entries, evaluate_batched
     from robust_mim.progress import Progress
 
     x, y = data[0][:40], data[1][:40]
@@ -234,11 +234,11 @@ def test_adaptive_attacks_log_progress_over_their_batches(trained_clf, data):
     assert lines and "attack-adaptive" in lines[-1] and "12/12" in "".join(lines)
 
 
-def test_pretraining_labels():
-    from robust_mim.cli.mimir import pretraining_label
+def test_pretraining_roles():
+    from robust_mim.papers.mimir.methods import pretraining_role
 
-    assert pretraining_label(None) == "scratch"
-    assert pretraining_label({"name": "mae", "mask_ratio": 0.75}) == "mae"
-    assert pretraining_label({"name": "mimir", "lam": 0.0}) == "mimir-lam0"
-    assert pretraining_label({"name": "mimir", "lam": 1e-5}) == "mimir"
-    assert pretraining_label({"name": "mimir"}) == "mimir"
+    assert pretraining_role(None) == "scratch"
+    assert pretraining_role({"name": "mae", "mask_ratio": 0.75}) == "mae"
+    assert pretraining_role({"name": "mimir", "lam": 0.0}) == "mimir-lam0"
+    assert pretraining_role({"name": "mimir", "lam": 1e-5}) == "mimir"
+    assert pretraining_role({"name": "mimir"}) == "mimir"

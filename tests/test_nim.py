@@ -12,7 +12,7 @@ from robust_mim.models.mim import MaskedAutoencoder
 from robust_mim.models.vit import build_vit_encoder, vit_spec
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
 from robust_mim.objectives.mim import add_gaussian_noise, sample_sigma
-from robust_mim.objectives.nim import denoised_images, pretraining_label
+from robust_mim.papers.nim.objective import denoised_images, pretraining_label
 
 MEAN, STD = [0.5] * 3, [0.5] * 3
 N_DRAWS = 200_000
@@ -229,7 +229,7 @@ def _sweep(root, model, pretraining, curve, init):
 
 
 def _load(root):
-    from robust_mim import tables_nim as tn
+    from robust_mim.papers.nim import tables as tn
 
     df, models = tn.load_nim(root, "unit")
     table = tn.robustness_table(df, models)
@@ -268,8 +268,8 @@ def test_claims_are_not_held_or_inconclusive_when_the_records_say_so(tmp_path):
 
 
 def test_load_nim_names_the_snakemake_target_when_records_are_missing(tmp_path):
-    from robust_mim import tables_nim as tn
-    from robust_mim.report import RecordsMissing
+    from robust_mim.papers.nim import tables as tn
+    from robust_mim.reporting.records import RecordsMissing
 
     with pytest.raises(RecordsMissing, match="01_nim_de3"):
         tn.load_nim(tmp_path, "unit")
@@ -332,7 +332,7 @@ def test_denoised_finetuning_images_unnormalise_with_the_clean_images_patches():
 
 def test_mae_baseline_degradation_is_masking_and_its_sweep_varies_the_mask_ratio():
     from robust_mim.defenses import de3_degradation
-    from robust_mim.objectives.nim import sigma_tradeoff
+    from robust_mim.papers.nim.objective import sigma_tradeoff
 
     assert de3_degradation({"name": "de3", "sigma_255": 0, "mask_ratio": 0.75}) == "mask"
     assert de3_degradation({"name": "de3", "sigma_255": 70}) == "noise"

@@ -5,7 +5,7 @@ import pytest
 
 from robust_mim.notebook import ParameterError, notebook_dirs, project_root, require_values
 from robust_mim.records import make_record, provenance, write_record
-from robust_mim.report import ProfileMismatch, RecordsMissing, load_records
+from robust_mim.reporting.records import ProfileMismatch, RecordsMissing, load_records
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, profile_schema
 from robust_mim.config import validate_config
 
 pytestmark = pytest.mark.pipeline
 CONFIG = validate_config(yaml.safe_load((REPO / "config" / "test.yaml").read_text()),
-                         yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))  # defaults filled
+                         profile_schema())  # defaults filled
 DE3_MODELS = sorted(m for m, run in CONFIG["finetune"]["runs"].items()
                     if (run.get("defense") or {}).get("name") == "de3" and "nim" in run.get("papers", []))
 

@@ -9,15 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust_mim.errors import AttackInputError, ConfigError
-from robust_mim.models.pretext import (
-    JigsawHead, PretextModel, ResNetBackbone, RotationHead, SelfieHead, SoftmaxEnsemble,
-    build_pretext_model, freeze_prefix, partial_parameters,
-)
-from robust_mim.objectives.pretext import (
+from robust_mim.papers.chen.models import JigsawHead, PretextModel, RotationHead, SelfieHead, build_pretext_model
+from robust_mim.models.resnet import ResNetBackbone, SoftmaxEnsemble, freeze_prefix, partial_parameters
+from robust_mim.papers.chen.pretext_losses import (
     adversarial_pretext_loss, gradient_diversity, jigsaw_loss, multitask_pretext_loss,
     pgd_linf_on_loss, pretext_loss, rotation_loss, rotation_objective, selfie_loss,
 )
-from robust_mim.pretext import (
+from robust_mim.papers.chen.pretext import (
     from_tiles, inverse_permutation, jigsaw_batch, jigsaw_permutations, patchify, permute_tiles,
     random_rotation_batch, rotate_back, rotation_batch, selfie_batch, to_tiles, unpatchify,
 )
@@ -275,7 +273,7 @@ def test_multitask_pretext_loss_with_diversity():
 
 
 def test_ensemble_pretraining_keeps_the_official_diversity_weight_by_default():
-    from robust_mim.objectives.chen import PRETEXT_PRETRAIN
+    from robust_mim.papers.chen.objective import PRETEXT_PRETRAIN
     from robust_mim.objectives import build_step
 
     step = build_step(PRETEXT_PRETRAIN, {"name": "pretext_multitask", "steps": 1})  # no diversity_weight given

@@ -6,7 +6,7 @@ from torch import nn
 
 from robust_mim.certify import Smooth, certify_dataset
 from robust_mim.engine import TrainConfig, fit
-from robust_mim.evaluation import run_suite
+from robust_mim.evaluation.suite import run_suite
 from robust_mim.progress import Progress, format_duration
 
 LINE = re.compile(r"^(\w+) (\d+)% \((\d+)/(\d+) (\w+)\) ([\d.e+]+) \w+/s, (.+ left|done in .+)$")

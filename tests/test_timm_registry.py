@@ -1,11 +1,10 @@
-"""The project's ViT names work with timm.create_model after `import robust_mim.models`."""
+"""The project's ViT names work with timm.create_model once a name is taken from `robust_mim.models`."""
 import pytest
 import timm
 import torch
 
-import robust_mim.models  # noqa: F401 - registers the names
 from robust_mim.errors import CheckpointError
-from robust_mim.models import VITS, build_vit_encoder, vit_spec
+from robust_mim.models import VITS, build_vit_encoder, vit_spec  # the first name taken registers them with timm
 
 OURS = [n for n in VITS.names() if n != "vit_base_patch16_224"]  # that name is timm's own model
 

@@ -1,4 +1,4 @@
-"""One verdict vocabulary, one noise allowance, one rule: `robust_mim.verdict`, and the claims built on it."""
+"""One verdict vocabulary, one noise allowance, one rule: `robust_mim.evaluation.verdict`, and the claims built on it."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from robust_mim.verdict import (
+from robust_mim.evaluation.verdict import (
     HELD, INCONCLUSIVE, NOT_HELD, NOT_RUN, VERDICTS, allowance, compare, from_check, verdict,
 )
 
@@ -41,7 +41,7 @@ def test_one_rule_combines_comparisons():
 
 
 def _mimir_table(aa_mimir: float, worst_mimir: float) -> pd.DataFrame:
-    from robust_mim.tables_mimir import ROLE_NAMES
+    from robust_mim.papers.mimir.tables import ROLE_NAMES
 
     rows = {"scratch-at": ("scratch", 60.0, 30.0, 30.0), "mimir-at": ("mimir", 62.0, aa_mimir, worst_mimir)}
     return pd.DataFrame([{"model_id": m, "pretraining": ROLE_NAMES[r], "clean": c, "PGD-10": aa,
@@ -50,7 +50,7 @@ def _mimir_table(aa_mimir: float, worst_mimir: float) -> pd.DataFrame:
 
 
 def test_mimir_robustness_claims_are_judged_on_the_worst_case_with_the_protocol_beside_it():
-    from robust_mim import tables_mimir as t
+    from robust_mim.papers.mimir import tables as t
 
     claims = t.claims(_mimir_table(aa_mimir=50.0, worst_mimir=20.0)).set_index("claim")
     row = claims.loc["MIMIR + AT is more robust than scratch + AT (worst case, 8/255)"]

@@ -11,7 +11,7 @@ from torch import nn
 from robust_mim.errors import ConfigError
 from robust_mim.models.vq import VQAutoencoder, codebook_usage, psnr
 from robust_mim.objectives import FINETUNE, build_step
-from robust_mim.objectives.dat import dat_loss, dat_perturbation
+from robust_mim.papers.dat.objective import dat_loss, dat_perturbation
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,7 +166,7 @@ def test_dat_is_a_registered_finetuning_method(digits):
 
 
 def test_dat_records_the_fraction_of_vq_codes_its_perturbation_changes(digits):
-    from robust_mim.objectives.dat import codes_changed
+    from robust_mim.papers.dat.objective import codes_changed
 
     torch.manual_seed(0)
     x, y = digits[0][:16], digits[1][:16]

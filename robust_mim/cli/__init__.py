@@ -18,31 +18,29 @@ from pathlib import Path
 from typing import Callable
 
 from robust_mim.errors import ConfigError, RobustMimError
+from robust_mim.papers import command_help, command_modules
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], Callable[[argparse.ArgumentParser], None]]] = {}
 # command → the module of robust_mim.cli that registers it. A job imports only its command's module:
 # the others pull in pandas, scipy, ART... (about 1.5 s of imports in each of a pipeline's ~100 jobs)
-COMMAND_MODULES: dict[str, str] = {
-    "pretrain": "train", "finetune": "train", "attack": "evaluate", "sigma-sweep": "nim",
-    "attack-adaptive": "mimir", "certify": "dmae", "pretrain-pretext": "chen", "pgd-eval": "chen",
-    "train-vq": "dat", "corruption-eval": "dat", "model-cards": "report", "claims": "report",
+# command → the module that registers it: the shared commands here, each paper's from its folder
+# (robust_mim.papers). A job imports only its command's module: the others pull in pandas, scipy,
+# ART... (about 1.5 s of imports in each of a pipeline's ~100 jobs)
+SHARED_COMMAND_MODULES: dict[str, str] = {
+    "pretrain": "robust_mim.cli.train", "finetune": "robust_mim.cli.train", "attack": "robust_mim.cli.evaluate",
+    "model-cards": "robust_mim.cli.report", "claims": "robust_mim.cli.report",
 }
 # command → the first line of its docstring, so that `robust-mim --help` imports no command module
 # (they import torch: seconds). tests/test_cli.py checks these lines against the docstrings.
-COMMAND_HELP: dict[str, str] = {
+SHARED_COMMAND_HELP: dict[str, str] = {
     "pretrain": "Pretrain a masked autoencoder with the run's objective (MAE, NIM, DMAE, MIMIR).",
     "finetune": "Train a classifier, from scratch or from a pretrained encoder, with the run's method.",
     "attack": "Attack one (possibly defended) classifier with the configured suite; write records.",
-    "sigma-sweep": "Clean and PGD-EOT accuracy of De³ as the test-time noise σ_test varies (one record).",
-    "attack-adaptive": "MIMIR's PGD-k, feature-space PGD and PGD-MI against one classifier; one record per attack.",
-    "certify": "Certify a Gaussian-smoothed classifier (Cohen et al. 2019 CERTIFY) and check it with PGD-EOT.",
-    "pretrain-pretext": "Pretrain a backbone on pretext tasks (rotation, jigsaw, selfie), standard or adversarial.",
-    "pgd-eval": "TA and PGD ATA of one classifier or a softmax ensemble (Chen et al.'s protocol); one record.",
-    "train-vq": "Train DAT's VQ autoencoder; record test PSNR / codebook usage; save a reconstruction grid.",
-    "corruption-eval": "Error of one classifier on 15 corruptions × the configured severities (one record).",
     "model-cards": "Write one RobustBench-style model card per trained classifier of the profile (atomically).",
     "claims": "Write the claims table (markdown): each paper's headline claim judged from every profile's records.",
 }
+COMMAND_MODULES: dict[str, str] = {**SHARED_COMMAND_MODULES, **command_modules()}
+COMMAND_HELP: dict[str, str] = {**SHARED_COMMAND_HELP, **command_help()}
 PROG = "robust-mim"
 DESCRIPTION = "robust_mim's pipeline commands (the Snakemake rules run them; each takes --spec JSON|FILE)."
 
@@ -78,7 +76,7 @@ def _register(argv: list[str] | None) -> None:
     name = argv[0] if argv else None
     modules = [COMMAND_MODULES[name]] if name in COMMAND_MODULES else sorted(set(COMMAND_MODULES.values()))
     for module in modules:
-        importlib.import_module(f"robust_mim.cli.{module}")
+        importlib.import_module(module)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -99,7 +97,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def overview_parser() -> argparse.ArgumentParser:
     """The top-level parser for ``--help``, no arguments or an unknown command: names and one-line
     helps from `COMMAND_HELP`, without importing any command module."""
-    from robust_mim import __version__
+    from robust_mim._version import __version__
 
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION,
                                      epilog=f"'{PROG} <command> --help' shows a command's arguments.")

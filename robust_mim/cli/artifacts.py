@@ -107,7 +107,7 @@ def attacked_model(spec: dict[str, Any], weights: str | Path, num_classes: int, 
     bare = common.load_classifier(spec, str(weights), num_classes)
     inner = common.load_mae(spec, denoiser) if denoiser else None
     if vq and (run.get("defense") or {}).get("name") == "vq":  # test-time Q, attacked with BPDA
-        from robust_mim.cli.dat import load_vq
+        from robust_mim.models.vq import load_vq
         inner = load_vq(vq)
     defended, randomized = build_defense(run.get("defense"), bare, inner)
     return defended.eval(), bare, randomized

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from robust_mim import distributed
+import robust_mim.distributed as distributed
 from robust_mim.checkpoints import load_strict
 from robust_mim.data import check_dataset, first_examples, load_dataset, num_classes
 from robust_mim.distributed import DistContext
@@ -62,9 +62,9 @@ def device(spec: dict[str, Any]) -> torch.device:
 
 def build_classifier(spec: dict[str, Any], n_classes: int) -> ImageClassifier:
     """The profile's ViT classifier (normalisation from ``data.mean``/``data.std``), or the
-    registered ResNet that the run names in ``backbone`` (paper 4, `robust_mim.objectives.chen`)."""
+    registered ResNet that the run names in ``backbone`` (paper 4, `robust_mim.papers.chen.objective`)."""
     if spec.get("run", {}).get("backbone"):
-        from robust_mim.objectives.chen import build_backbone_classifier
+        from robust_mim.models.resnet import build_backbone_classifier
         d = spec["data"]
         return build_backbone_classifier(spec["run"]["backbone"], n_classes, d["image_size"], d["mean"], d["std"])
     arch = vit_spec(spec["model"]["arch"])

@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from robust_mim.autoattack import OFFICIAL_BUDGET
+from robust_mim.attacks.autoattack import OFFICIAL_BUDGET
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.cli.artifacts import attacked_model
-from robust_mim.evaluation import default_suite, run_suite, sanity_checks, scoring_note
-from robust_mim.worst_case import decode_mask, worst_case_accuracy
+from robust_mim.evaluation.suite import default_suite, run_suite, sanity_checks, scoring_note
+from robust_mim.evaluation.worst_case import decode_mask, worst_case_accuracy
 
 
 def _attack_args(p: argparse.ArgumentParser) -> None:

@@ -8,13 +8,13 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from robust_mim import claims as claims_lib
-from robust_mim import leaderboard as lb
+from robust_mim.reporting import claims as claims_lib
+from robust_mim.reporting import leaderboard as lb
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.errors import ConfigError
 from robust_mim.io import atomic_write_text
-from robust_mim.pages import markdown_page
+from robust_mim.reporting.pages import markdown_page
 from robust_mim.records import git_commit, iter_records
 
 TRAINING_LOG = re.compile(r"= (\d+) process\(es\) x \d+ on (\w+)")

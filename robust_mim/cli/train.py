@@ -15,6 +15,7 @@ from robust_mim.distributed import DistContext
 from robust_mim.engine import fit
 from robust_mim.models.classifier import load_encoder
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
+from robust_mim.papers import register_objectives
 
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,7 @@ def pretrain(args: argparse.Namespace) -> None:
 def _pretrain(args: argparse.Namespace, spec: dict, ctx: DistContext, device: torch.device, log: Log) -> None:
     train_set = common.dataset(spec, "train")
     mae = common.build_mae(spec)
+    register_objectives()
     step = build_step(PRETRAIN, spec["run"]["objective"])
     log(f"pretrain {spec['run']['id']}: {spec['run']['objective']} on {len(train_set)} images; {common.lr_rule(spec)}")
     fit(mae, step, train_set, common.train_config(spec), Path(args.run_dir), run_hash=common.run_hash(spec),
@@ -63,6 +65,7 @@ def _finetune(args: argparse.Namespace, spec: dict, ctx: DistContext, device: to
         _freeze_pretrained(model, spec["run"]["frozen_blocks"], args.init, log)
     aux = {"denoiser": common.load_mae(spec, args.denoiser).to(device) if args.denoiser else None,
            "vq": _load_vq(args.vq).to(device) if args.vq else None}
+    register_objectives()
     step = build_step(FINETUNE, spec["run"]["method"], **{k: v for k, v in aux.items() if v is not None})
     log(f"finetune {spec['run']['id']}: {spec['run']['method']} on {len(train_set)} images; {common.lr_rule(spec)}")
     fit(model, step, train_set, common.train_config(spec, n_classes), Path(args.run_dir),
@@ -75,14 +78,14 @@ def _finetune(args: argparse.Namespace, spec: dict, ctx: DistContext, device: to
 
 
 def _load_vq(path: str) -> torch.nn.Module:
-    from robust_mim.cli.dat import load_vq
+    from robust_mim.models.vq import load_vq
     return load_vq(path)
 
 
 def _freeze_pretrained(model: torch.nn.Module, num_blocks: int, init: str | None, log: Log) -> None:
     """Freeze the first ``num_blocks`` pretrained stages (weights and batch-norm statistics)."""
     from robust_mim.errors import ConfigError
-    from robust_mim.objectives.chen import freeze_pretrained_blocks
+    from robust_mim.papers.chen.objective import freeze_pretrained_blocks
 
     if not init:
         raise ConfigError("frozen_blocks freezes pretrained blocks: the run needs an init")

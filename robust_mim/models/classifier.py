@@ -57,3 +57,11 @@ def load_encoder(classifier: ImageClassifier, state: Mapping[str, Tensor], prefi
     if diff:
         raise CheckpointError(f"{source} does not match the classifier backbone ({diff})")
     classifier.backbone.load_state_dict(encoder, strict=True)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put ``module`` in eval mode with no parameter gradients (a fixed preprocessing network)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

@@ -1,6 +1,6 @@
 """The project's ViT names registered with timm: ``timm.create_model("vit_micro_patch4_16")`` works.
 
-Importing `robust_mim.models` registers every `VITS` name that timm does not already define
+The first name taken from `robust_mim.models` (e.g. ``from robust_mim.models import vit_spec``) registers every `VITS` name that timm does not already define
 (``vit_base_patch16_224`` stays timm's own). The model is timm's ``VisionTransformer`` with the
 project's encoder settings (average-pooled tokens after the final norm, no ``fc_norm``) and a
 linear head of ``num_classes`` (timm's default 1000): ``[N, 3, H, W]`` normalised → logits

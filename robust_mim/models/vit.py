@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
-
-from timm.models.vision_transformer import VisionTransformer
+from typing import TYPE_CHECKING, Any
 
 from robust_mim.registry import Registry
+
+if TYPE_CHECKING:  # timm (and torch) load when a model is built, not when specs are read (workflow parsing)
+    from timm.models.vision_transformer import VisionTransformer
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,12 @@ def vit_kwargs(spec: ViTSpec) -> dict[str, Any]:
     return {**arch, "global_pool": "avg", "fc_norm": False, "class_token": True, "dynamic_img_size": False}
 
 
-def build_vit_encoder(spec: ViTSpec, drop_path_rate: float = 0.0) -> VisionTransformer:
+def build_vit_encoder(spec: ViTSpec, drop_path_rate: float = 0.0) -> "VisionTransformer":
     """A timm ViT without head: average-pooled tokens after the final norm → ``[N, D]``.
 
     The same module serves as MAE encoder and classifier backbone, so pretrained weights map
     one-to-one (no renamed keys): ``fc_norm`` is off and ``norm`` stays before pooling.
     """
+    from timm.models.vision_transformer import VisionTransformer
+
     return VisionTransformer(num_classes=0, drop_path_rate=drop_path_rate, **vit_kwargs(spec))

@@ -11,15 +11,20 @@ latents [N, D, H/f, W/f]; code indices [N, H/f, W/f].
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
-from robust_mim.attacks import straight_through
-from robust_mim.errors import ConfigError
+from robust_mim.attacks.core import straight_through
+from robust_mim.checkpoints import check_kind
+from robust_mim.errors import CheckpointError, ConfigError
+from robust_mim.io import load_weights, save_weights
 
 
 class _ResBlock(nn.Module):
@@ -161,3 +166,36 @@ def codebook_usage(indices: Tensor, codebook_size: int) -> dict[str, float]:
     p = counts / counts.sum().clamp_min(1)
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
     return {"usage": (counts > 0).float().mean().item(), "perplexity": entropy.exp().item()}
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+# keys of the `dat.vq` settings that build the autoencoder (the rest are optimisation settings)
+VQ_ARCH_KEYS = ("downsample", "codebook_size", "codebook_dim", "hidden", "commitment_weight", "decay",
+                "kmeans_init", "dead_code_threshold")
+
+
+def build_vq(run: dict[str, Any]) -> VQAutoencoder:
+    """The VQ autoencoder of a ``dat.vq`` run (its architecture keys; others ignored)."""
+    return VQAutoencoder(**{k: run[k] for k in VQ_ARCH_KEYS if k in run})
+
+
+def save_vq(vq: VQAutoencoder, arch: dict[str, Any], path: str | Path, spec_hash: str) -> None:
+    """Weights + architecture (JSON in the safetensors metadata) of a trained VQ autoencoder."""
+    save_weights(vq.state_dict(), path, {"kind": "vq", "config_hash": spec_hash, "vq_arch": json.dumps(arch)})
+
+
+def load_vq(path: str | Path) -> VQAutoencoder:
+    """Rebuild a VQ autoencoder saved by `save_vq` (eval mode); a file without the metadata is a CheckpointError."""
+    from safetensors import safe_open
+
+    state = load_weights(path)  # raises CheckpointError for missing / corrupt files
+    check_kind(state, str(path), "vq")  # MAE or classifier weights given as --vq: say what the file holds
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("kind") != "vq" or "vq_arch" not in meta:
+        raise CheckpointError(f"'{path}' is not a VQ autoencoder written by train-vq (no vq_arch metadata)")
+    vq = VQAutoencoder(**json.loads(meta["vq_arch"]))
+    vq.load_state_dict(state, strict=True)
+    return vq.eval()

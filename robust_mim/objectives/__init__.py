@@ -5,6 +5,10 @@ batch. ``PRETRAIN`` builds steps for a `MaskedAutoencoder` (or pretext model); `
 builds steps for a classifier. Factories take the run's ``objective``/``method`` settings as
 keyword arguments (ε in 1/255 units where the name ends in ``_255``) plus auxiliary frozen
 modules (``denoiser``, ``vq``) that the CLI loads.
+
+The shared objectives live here (the MAE family's ``mae``/``nim``/``dmae`` corruptions, ``standard``,
+``pgd_at``, ``trades``); a paper registers its own in its folder (``robust_mim/papers/<key>/``), and
+`robust_mim.papers.register_objectives` imports them before a step is built.
 """
 from __future__ import annotations
 
@@ -72,8 +76,34 @@ def _check_aux(name: str, **aux: Any) -> None:
         raise ConfigError(f"fine-tuning method '{name}' needs {', '.join(missing)} (set it in the run's config)")
 
 
-# Paper modules register their objectives/methods on import: one line each, below.
-from robust_mim.objectives import nim  # noqa: E402,F401
-from robust_mim.objectives import dmae  # noqa: E402,F401
-from robust_mim.objectives import mimir_methods  # noqa: E402,F401
-from robust_mim.objectives import dat  # noqa: E402,F401
+def _floats(terms: dict[str, Tensor]) -> dict[str, float]:
+    return {k: float(v) for k, v in terms.items() if k != "loss"}
+
+
+@FINETUNE.register("pgd_at")
+def _pgd_at(eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10) -> Step:
+    """Madry PGD-AT (MIMIR's and Chen et al.'s fine-tuning): CE on PGD-``steps`` examples at ε, step in 1/255 units."""
+    if steps < 1:
+        raise ConfigError(f"pgd_at needs steps >= 1, got {steps}")
+
+    from robust_mim.objectives.adversarial import pgd_at_terms
+
+    def step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
+        terms = pgd_at_terms(model, x, y, eps_255 / 255, step_255 / 255, steps)
+        return terms["loss"], _floats(terms)
+
+    return step
+
+
+@FINETUNE.register("trades")
+def _trades(beta: float = 6.0, eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10) -> Step:
+    """TRADES: CE(f(x)) + β · KL(f(x) ‖ f(x′)), x′ from ``steps`` KL-ascent steps at ε."""
+    if steps < 1:
+        raise ConfigError(f"trades needs steps >= 1, got {steps}")
+    from robust_mim.objectives.adversarial import trades_terms
+
+    def step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
+        terms = trades_terms(model, x, y, beta, eps_255 / 255, step_255 / 255, steps)
+        return terms["loss"], _floats(terms)
+
+    return step

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robust_mim.attacks import LossFn, ThreatBall, eot_gradient, pgd, preserved_mode
+from robust_mim.attacks.core import LossFn, ThreatBall, eot_gradient, pgd, preserved_mode
 
 
 def pgd_at_terms(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, step_size: float = 2 / 255,
