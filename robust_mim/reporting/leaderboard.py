@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from robust_mim.reporting.pages import page
+from robust_mim.notebook import resolve_dir
 from robust_mim.records import iter_records
 from robust_mim.reporting.records import RecordsMissing, load_records
 from robust_mim.evaluation.worst_case import NOT_ATTACKS, linf_attack_rows, worst_case_table
@@ -40,7 +41,7 @@ def load_leaderboard_records(results_dir: str | Path, profile: str) -> pd.DataFr
     ``norm`` (the attack's, from params), ``papers`` (comma-joined) and ``defense_name``."""
     df = load_records(results_dir, profile, target=f"results/{profile}/notebooks/06_leaderboard.ipynb")
     meta = {}
-    for rec in iter_records(Path(results_dir) / "records"):
+    for rec in iter_records(resolve_dir(results_dir) / "records"):
         papers, defense = rec.get("paper") or [], rec.get("defense")
         meta[rec["_path"]] = {
             "norm": (rec.get("params") or {}).get("norm") or ("l2" if "l2" in rec["evaluation"] else "linf"),
@@ -161,6 +162,8 @@ def failed_checks(df: pd.DataFrame) -> pd.Series:
 
 def headline_eps_255(df: pd.DataFrame, default: float = 8.0) -> float:
     """ε (1/255) of the AutoAttack-style ensemble, the suite's headline ε; ``default`` when not run."""
+    if "eps" not in df:  # no attack record at all (e.g. a profile of certification or counts only)
+        return default
     eps = df.loc[df["evaluation"] == autoattack_evaluation(df), "eps"].dropna()
     return round(float(eps.max()) * 255, 3) if len(eps) else default
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from robust_mim.corruptions import CORRUPTION_NAMES, mean_corruption_error
+from robust_mim.notebook import resolve_dir
 from robust_mim.records import iter_records
 from robust_mim.reporting.records import RecordsMissing, load_records
 from robust_mim.evaluation.verdict import claim_rows, BETTER, WITHIN, WORSE, compare, verdict
@@ -56,7 +57,7 @@ def role(init: str | None, method: str | None) -> str:
 def dat_models(results_dir: str | Path) -> pd.DataFrame:
     """One row per model listing paper dat: model_id, role, init, method, vq, epochs (from its records)."""
     meta: dict[str, dict[str, Any]] = {}
-    for rec in iter_records(Path(results_dir) / "records"):
+    for rec in iter_records(resolve_dir(results_dir) / "records"):
         if PAPER not in (rec.get("paper") or []) or rec["evaluation"] == VQ:
             continue
         row = meta.setdefault(rec["model_id"], {"model_id": rec["model_id"], "init": rec.get("init"),
@@ -194,7 +195,7 @@ def vq_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def vq_settings(results_dir: str | Path) -> pd.DataFrame:
     """Architecture and training settings of every VQ record (its ``params``)."""
-    rows = [{"vq": r["model_id"], **r["params"]} for r in iter_records(Path(results_dir) / "records")
+    rows = [{"vq": r["model_id"], **r["params"]} for r in iter_records(resolve_dir(results_dir) / "records")
             if r["evaluation"] == VQ]
     return pd.DataFrame(rows).set_index("vq") if rows else pd.DataFrame()
 
@@ -300,7 +301,7 @@ def claims(summary: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
 
 def corruption_checks(results_dir: str | Path, model: str) -> list[dict[str, Any]]:
     """The sanity checks stored in ``model``'s corruption record (empty when it has none)."""
-    return [c for r in iter_records(Path(results_dir) / "records")
+    return [c for r in iter_records(resolve_dir(results_dir) / "records")
             if r["model_id"] == model and r["evaluation"] == CORRUPTION for c in r.get("sanity_checks", [])]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from robust_mim.notebook import resolve_dir
 from robust_mim.records import iter_records
 from robust_mim.reporting.records import RecordsMissing, load_records
 from robust_mim.evaluation.verdict import claim_rows, NOT_RUN, compare, from_check, verdict
@@ -85,7 +86,7 @@ def load_certifications(results_dir: str | Path, profile: str, n_samples: int | 
 def certification_records(results_dir: str | Path, model_sigmas: set[tuple[str, float]]) -> list[dict[str, Any]]:
     """The full ``certify`` record dicts (with per-image rows and the PGD-EOT check) of the given models × σ."""
     keep = {(m, round(s, 6)) for m, s in model_sigmas}
-    return [r for r in iter_records(Path(results_dir) / "records")
+    return [r for r in iter_records(resolve_dir(results_dir) / "records")
             if r.get("evaluation") == "certify" and (r["model_id"], round(r["sigma"], 6)) in keep]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from robust_mim.notebook import resolve_dir
 from robust_mim.records import iter_records
 from robust_mim.reporting.records import RecordsMissing, load_records
 from robust_mim.evaluation.verdict import claim_rows, NOT_RUN, compare, verdict
@@ -52,7 +53,7 @@ def nim_models(results_dir: str | Path) -> pd.DataFrame:
     state it for their denoiser; a pretraining run that denoises for no swept De³ model keeps its run id."""
     meta: dict[str, dict[str, Any]] = {}
     labels: dict[str, str] = {}
-    for rec in iter_records(Path(results_dir) / "records"):
+    for rec in iter_records(resolve_dir(results_dir) / "records"):
         if PAPER not in (rec.get("paper") or []):
             continue
         defense = rec.get("defense") or {}
