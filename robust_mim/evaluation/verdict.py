@@ -1,6 +1,6 @@
 """One verdict vocabulary for every paper's claims, decided by one function.
 
-Every claim of every paper (``robust_mim/tables_<paper>.py``), the claims table (``claims.md``)
+Every claim of every paper (``robust_mim/papers/<paper>/tables.py``), the claims table (``claims.md``)
 and every notebook says one of four words:
 
 * ``held``: every comparison the claim makes goes the paper's way beyond noise;

@@ -29,7 +29,7 @@ ROWS: tuple[Deviation, ...] = (
          "the shared L2 threat ball; the paper's gradient rule for Q", "unlikely (one step of ε = 0.1)"),
     row("mCE",
          "ImageNet-C errors normalised per corruption by AlexNet's errors (Hendrycks & Dietterich 2019)",
-         "errors normalised by the profile's own standard model (scratch / mae-ft; tables_dat)",
+         "errors normalised by the profile's own standard model (scratch / mae-ft; papers/dat/tables.py)",
          "AlexNet's published errors are ImageNet-C constants; CIFAR-10-C has none",
          "yes (relative mCE is not comparable with the paper's 31.40)"),
     row("corruption data",
