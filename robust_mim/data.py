@@ -210,5 +210,11 @@ def random_crop_flip(x: Tensor, padding: int, flip: bool) -> Tensor:
     return out.contiguous()
 
 
+def random_flip(x: Tensor) -> Tensor:
+    """Batched horizontal flip of each image with probability ½ (torch's global RNG). ``x``: [N, C, H, W]."""
+    mirror = torch.rand(x.shape[0]) < 0.5  # [N]
+    return torch.where(mirror.to(x.device)[:, None, None, None], x.flip(3), x)
+
+
 __all__ = ["DATASETS", "check_dataset", "epoch_batches", "evaluation_indices", "first_examples", "load_dataset",
-           "load_rgb", "num_classes", "random_crop_flip"]
+           "load_rgb", "num_classes", "random_crop_flip", "random_flip"]

@@ -1,6 +1,7 @@
 """One training loop for pretraining and fine-tuning, on one process or many (torchrun DDP).
 
-AdamW with linear warmup + cosine decay (per step), a checkpoint after every epoch, and
+AdamW (or SGD with momentum, the optimiser of Chen et al.'s official code) with linear warmup, then
+cosine decay per step (or MultiStepLR-style steps at given epochs), a checkpoint after every epoch, and
 resume that reaches the same weights as an uninterrupted run: the data order depends only on
 ``(seed, epoch)`` and torch's RNG state is checkpointed, so on the CPU a resumed run is
 bitwise identical. Per-epoch metrics are kept in the checkpoint and written as JSON lines.
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from robust_mim.data import random_crop_flip
+from robust_mim.data import random_crop_flip, random_flip
 from robust_mim.distributed import (SINGLE_PROCESS, DistContext, all_gather_tensor, all_reduce_mean,
                                     average_gradients, broadcast_module, per_rank_batch, shard_batches)
 from robust_mim.errors import CheckpointError, ConfigError
@@ -38,7 +39,9 @@ from robust_mim.io import atomic_torch_save, atomic_write_text
 from robust_mim.progress import Progress
 
 StepFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, dict[str, float]]]
-AUGMENTATIONS = ("none", "crop", "crop_flip")
+AUGMENTATIONS = ("none", "crop", "crop_flip", "flip")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step")
 RANK_SEED_STRIDE = 1_000_003  # rank r draws its masks/noise from seed + r * stride (rank 0: the seed)
 BLOCK_INDEX = re.compile(r"(?:^|\.)blocks\.(\d+)\.")  # "backbone.blocks.3.attn.qkv.weight" -> 3
 
@@ -49,6 +52,8 @@ class TrainConfig:
 
     ``mixup_alpha``/``cutmix_alpha``/``label_smoothing`` act only when ``num_classes`` is set
     (fine-tuning): the step then receives soft targets ``[B, K]`` instead of labels ``[B]``.
+    ``optimizer`` is ``adamw`` (``betas``) or ``sgd`` (``momentum``, ``nesterov``); ``schedule`` is
+    ``cosine`` (to ``min_lr``) or ``step`` (× ``lr_gamma`` at each epoch in ``lr_milestones``).
     """
 
     epochs: int
@@ -70,6 +75,18 @@ class TrainConfig:
     cutmix_alpha: float = 0.0
     label_smoothing: float = 0.0
     num_classes: int | None = None
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "cosine"
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        for key, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
+                                  ("augment", self.augment, AUGMENTATIONS)):
+            if value not in known:
+                raise ConfigError(f"unknown {key} '{value}' (known: {', '.join(known)})")
 
     @property
     def mixes_labels(self) -> bool:
@@ -113,6 +130,27 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, mi
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def step_lr(step: int, steps_per_epoch: int, warmup_steps: int, base_lr: float, milestones: tuple[int, ...],
+            gamma: float) -> float:
+    """Linear warmup to ``base_lr``, then ``base_lr · gamma^k`` with k the milestones already reached.
+
+    A milestone m is reached at the first step of epoch m (0-based), as PyTorch's ``MultiStepLR``
+    stepped once per epoch: milestones (60, 80) give epochs 0–59 the base lr, 60–79 a tenth, 80– a hundredth.
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    epoch = step // max(1, steps_per_epoch)
+    return base_lr * gamma ** sum(epoch >= m for m in milestones)
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The run's learning rate at optimizer step ``step`` (its ``schedule``, after ``warmup_epochs``)."""
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "step":
+        return step_lr(step, steps_per_epoch, warmup, cfg.lr, cfg.lr_milestones, cfg.lr_gamma)
+    return cosine_lr(step, cfg.epochs * steps_per_epoch, warmup, cfg.lr, cfg.min_lr)
+
+
 def layer_id(name: str, num_blocks: int) -> int:
     """Depth of a ViT parameter for layer decay: embeddings 0, block i → i + 1, the rest (norm, head) last."""
     if name.endswith(("cls_token", "pos_embed", "mask_token")) or "patch_embed" in name:
@@ -128,6 +166,24 @@ def _lr_scales(names: list[str], layer_decay: float) -> list[float]:
     return [layer_decay ** (num_blocks + 1 - layer_id(n, num_blocks)) for n in names]
 
 
+def _param_groups(model: nn.Module, weight_decay: float, layer_decay: float,
+                  decay_all: bool) -> list[dict]:
+    """Trainable parameters grouped by (decay flag, layer-decay lr scale).
+
+    Without ``decay_all`` biases, norms, tokens and position embeddings get no weight decay (MAE's
+    recipe); with it every parameter does (``torch.optim.SGD(model.parameters(), weight_decay=…)``).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    scales = _lr_scales([n for n, _ in named], layer_decay) if layer_decay != 1.0 else [1.0] * len(named)
+    groups: dict[tuple[bool, float], list[Tensor]] = {(False, 1.0): []} if decay_all else {(False, 1.0): [],
+                                                                                           (True, 1.0): []}
+    for (name, p), scale in zip(named, scales):
+        skip = not decay_all and (p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token")))
+        groups.setdefault((skip, scale), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if skip else weight_decay, "lr_scale": scale}
+            for (skip, scale), ps in groups.items() if ps or scale == 1.0]
+
+
 def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
           layer_decay: float = 1.0) -> torch.optim.AdamW:
     """AdamW over trainable parameters; no decay on biases, norms, tokens and position embeddings.
@@ -135,16 +191,25 @@ def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, 
     Each group carries ``lr_scale`` (1 without layer decay; ``layer_decay`` < 1 gives one group
     per depth and decay flag). Fused kernels when every parameter is on CUDA.
     """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    scales = _lr_scales([n for n, _ in named], layer_decay) if layer_decay != 1.0 else [1.0] * len(named)
-    groups: dict[tuple[bool, float], list[Tensor]] = {(False, 1.0): [], (True, 1.0): []}
-    for (name, p), scale in zip(named, scales):
-        skip = p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token"))
-        groups.setdefault((skip, scale), []).append(p)
-    param_groups = [{"params": ps, "weight_decay": 0.0 if skip else weight_decay, "lr_scale": scale}
-                    for (skip, scale), ps in groups.items() if ps or scale == 1.0]
-    fused = torch.cuda.is_available() and bool(named) and all(p.is_cuda for _, p in named)
-    return torch.optim.AdamW(param_groups, lr=lr, betas=betas, fused=fused or None)
+    groups = _param_groups(model, weight_decay, layer_decay, decay_all=False)
+    params = [p for g in groups for p in g["params"]]
+    fused = torch.cuda.is_available() and bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def sgd(model: nn.Module, lr: float, weight_decay: float, momentum: float, nesterov: bool,
+        layer_decay: float = 1.0) -> torch.optim.SGD:
+    """SGD with (Nesterov) momentum and weight decay on every trainable parameter, as the official
+    code of Chen et al. (``torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=wd)``)."""
+    groups = _param_groups(model, weight_decay, layer_decay, decay_all=True)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The run's ``optimizer`` (``adamw`` or ``sgd``) over the model's trainable parameters."""
+    if cfg.optimizer == "sgd":
+        return sgd(model, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov, cfg.layer_decay)
+    return adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.layer_decay)
 
 
 def mix_batch(x: Tensor, y: Tensor, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
@@ -243,7 +308,9 @@ def _restore(ckpt: dict, model: nn.Module, opt: torch.optim.Optimizer, ctx: Dist
 def _batches(dataset: Dataset, cfg: TrainConfig, epoch: int, device: torch.device,
              ctx: DistContext = SINGLE_PROCESS) -> Iterable[tuple[Tensor, Tensor]]:
     for x, y in shard_batches(dataset, cfg.batch_size, cfg.seed, epoch, ctx, num_workers=cfg.num_workers):
-        if cfg.augment != "none":
+        if cfg.augment == "flip":
+            x = random_flip(x)
+        elif cfg.augment != "none":
             x = random_crop_flip(x, padding=max(1, x.shape[-1] // 8), flip=cfg.augment == "crop_flip")
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if cfg.mixes_labels:
@@ -283,14 +350,13 @@ def train_one_epoch(model: nn.Module, step_fn: StepFn, dataset: Dataset, opt: to
     """
     model.train()
     steps_per_epoch = len(dataset) // cfg.batch_size
-    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
     sums: dict[str, float] = {}
     batches = _batches(dataset, cfg, epoch, device, ctx)
     if progress:
         from tqdm.auto import tqdm
         batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
     for i, (x, y) in enumerate(batches):
-        lr = cosine_lr(epoch * steps_per_epoch + i, total, warmup, cfg.lr, cfg.min_lr)
+        lr = learning_rate(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
         for group in opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
@@ -353,7 +419,7 @@ def fit(model: nn.Module, step_fn: StepFn, dataset: Dataset, cfg: TrainConfig, r
     device = device or pick_device()
     log = log if dist.is_main else (lambda line: None)
     _prepare(model, dataset, cfg, device, dist, log)
-    opt = adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.layer_decay)
+    opt = build_optimizer(model, cfg)
     ckpt_path = Path(run_dir) / "checkpoint.pt"
     torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * dist.rank)
     start, history = _resume(ckpt_path, model, opt, run_hash, dist, device, log)

@@ -86,6 +86,32 @@ def test_bad_method_settings_raise_one_config_error(settings):
         build_step(FINETUNE, settings)
 
 
+def test_cifar10_dmae_runs_follow_the_official_pretraining_and_finetune_md(repo):
+    """quanlin-wu/dmae: pretraining with --norm_pix_loss; finetune_cifar10.py with layer decay 0.65, label
+    smoothing 0.1, flip-only augmentation and min lr 1e-6 — and the smoothed targets reach both methods."""
+    import yaml
+
+    from conftest import profile_schema
+    from robust_mim.cli.common import train_config
+    from robust_mim.config import resolve_run, validate_config
+    from robust_mim.engine import mix_batch
+
+    cfg = validate_config(yaml.safe_load((repo / "config" / "cifar10.yaml").read_text()), profile_schema(repo))
+    assert resolve_run(cfg["pretrain"], "dmae")["norm_pix_loss"] is True
+    runs = {m: resolve_run(cfg["finetune"], m) for m in cfg["finetune"]["runs"]}
+    pretrained = [m for m, r in runs.items() if "dmae" in r["papers"] and r.get("init")]
+    assert {runs[m]["init"] for m in pretrained} == {"mae", "dmae"} and len(pretrained) == 9
+    for m in pretrained:
+        tc = train_config({"seed": 0, "data": cfg["data"], "run": runs[m]}, num_classes=10)
+        assert (tc.layer_decay, tc.label_smoothing, tc.augment, tc.min_lr) == (0.65, 0.1, "flip", 1e-6), m
+        assert (tc.optimizer, tc.lr, tc.weight_decay, tc.betas) == ("adamw", 5e-4, 0.05, (0.9, 0.999)), m
+    x, y = batch()
+    _, soft = mix_batch(x, y, 10, label_smoothing=0.1)  # [N, K]: 0.91 on the label, 0.01 elsewhere
+    for method in (runs["dmae-cons-s025"]["method"], runs["dmae-gauss-s025"]["method"]):
+        loss, _ = build_step(FINETUNE, method)(tiny_cnn(), x, soft)
+        assert torch.isfinite(loss)
+
+
 # ----------------------------------------------------------------------------- certify command
 
 

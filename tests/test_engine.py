@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from robust_mim.engine import TrainConfig, cosine_lr, fit
-from robust_mim.errors import CheckpointError
+from robust_mim.errors import CheckpointError, ConfigError
 from robust_mim.models import MaskedAutoencoder, vit_spec
 from robust_mim.objectives import PRETRAIN, build_step
 
@@ -106,3 +106,70 @@ def test_rerunning_a_finished_run_rewrites_the_metrics_snakemake_removed(tmp_pat
     assert again == hist
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in lines] == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- optimisers, schedules, augmentation
+def _tiny_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 3))
+
+
+def test_sgd_steps_as_torch_sgd_with_decay_on_every_parameter_like_chen_et_al():
+    """optimizer sgd = torch.optim.SGD(model.parameters(), lr, momentum, weight_decay, nesterov): biases and
+    BatchNorm weights are decayed too (AdamW's groups exempt them)."""
+    from robust_mim.engine import build_optimizer
+
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.1, weight_decay=3e-4, optimizer="sgd", momentum=0.9,
+                      nesterov=True)
+    ours, ref = _tiny_net(), _tiny_net()
+    opt = build_optimizer(ours, cfg)
+    ref_opt = torch.optim.SGD(ref.parameters(), 0.1, momentum=0.9, weight_decay=3e-4, nesterov=True)
+    assert isinstance(opt, torch.optim.SGD) and {g["weight_decay"] for g in opt.param_groups} == {3e-4}
+    x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    for model, o in ((ours, opt), (ref, ref_opt)):
+        for _ in range(3):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            o.step()
+    for (k, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-7), k
+
+
+def test_sgd_keys_reach_the_engine_and_profiles_without_them_keep_adamw_and_cosine():
+    from robust_mim.cli.common import train_config
+    from robust_mim.engine import build_optimizer
+
+    run = {"epochs": 2, "batch_size": 128, "blr": 0.2, "weight_decay": 3e-4, "warmup_epochs": 0.5}
+    spec = {"seed": 0, "data": {}, "run": run}
+    plain = train_config(spec)
+    assert (plain.optimizer, plain.schedule) == ("adamw", "cosine")
+    assert isinstance(build_optimizer(_tiny_net(), plain), torch.optim.AdamW)
+    sgd = train_config({**spec, "run": {**run, "optimizer": "sgd", "nesterov": True, "schedule": "step",
+                                        "lr_milestones": [30, 40]}})
+    assert (sgd.optimizer, sgd.nesterov, sgd.momentum, sgd.lr_milestones, sgd.lr) == ("sgd", True, 0.9, (30, 40), 0.1)
+
+
+def test_step_schedule_warms_up_then_divides_by_ten_at_each_milestone():
+    from robust_mim.engine import learning_rate
+
+    cfg = TrainConfig(epochs=5, batch_size=8, lr=0.1, warmup_epochs=0.5, schedule="step", lr_milestones=(3, 4))
+    lrs = [learning_rate(cfg, s, steps_per_epoch=10) for s in range(50)]  # 10 steps per epoch
+    assert lrs[0] == pytest.approx(0.02) and lrs[4] == pytest.approx(0.1)  # 5 warm-up steps
+    assert lrs[5:30] == [pytest.approx(0.1)] * 25  # epochs 0-2 (MultiStepLR: milestone 3 = the 4th epoch)
+    assert lrs[30:40] == [pytest.approx(0.01)] * 10 and lrs[40:] == [pytest.approx(0.001)] * 10
+    with pytest.raises(ConfigError, match="unknown optimizer 'sgdw'"):
+        TrainConfig(epochs=1, batch_size=8, lr=0.1, optimizer="sgdw")
+
+
+def test_flip_augment_only_mirrors_never_translates():
+    from robust_mim.engine import _batches
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.rand(64, 3, 8, 8), torch.arange(64))
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1, augment="flip")
+    x_out, idx = next(iter(_batches(data, cfg, 0, torch.device("cpu"))))
+    x_in = data.tensors[0][idx]
+    same = (x_out == x_in).flatten(1).all(1)
+    mirrored = (x_out == x_in.flip(3)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 10 < int(mirrored.sum()) < 54  # each image: itself or its mirror

@@ -27,6 +27,9 @@ TrainingBody = Callable[[argparse.Namespace, dict[str, Any], DistContext, torch.
 # (flag, help) of where an evaluation command writes: one record, or a folder of records
 OUT_RECORD = ("--out", "the record (.json)")
 OUT_DIR = ("--out-dir", "folder for one JSON record per attack + sanity.json")
+# optimiser keys the schema leaves without a `default` (its description states it; the value is
+# TrainConfig's): a run that does not set them keeps the job spec, and so the hash, it had before them
+OPTIMISER_KEYS = ("optimizer", "momentum", "nesterov", "schedule", "lr_milestones", "lr_gamma")
 
 
 def make_logger(path: str | None) -> Log:
@@ -110,6 +113,7 @@ def train_config(spec: dict[str, Any], num_classes: int | None = None) -> TrainC
         compile=run.get("compile", False), layer_decay=run.get("layer_decay", 1.0),
         mixup_alpha=run.get("mixup_alpha", 0.0), cutmix_alpha=run.get("cutmix_alpha", 0.0),
         label_smoothing=run.get("label_smoothing", 0.0), num_classes=num_classes,
+        **{k: tuple(run[k]) if k == "lr_milestones" else run[k] for k in OPTIMISER_KEYS if k in run},
     )
 
 
@@ -117,7 +121,8 @@ def lr_rule(spec: dict[str, Any]) -> str:
     """The learning-rate scaling rule of this run in words (logged at the start of training)."""
     run = spec["run"]
     return (f"lr = blr {run['blr']:.3g} x global batch {run['batch_size']} / 256 = "
-            f"{run['blr'] * run['batch_size'] / 256:.4g} (MAE's linear scaling rule)")
+            f"{run['blr'] * run['batch_size'] / 256:.4g} (MAE's linear scaling rule); "
+            f"{run.get('optimizer', 'adamw')}, {run.get('schedule', 'cosine')} schedule")
 
 
 def launch(spec: dict[str, Any], gpus: int, log: Log) -> tuple[DistContext, torch.device]:

@@ -81,15 +81,16 @@ def _floats(terms: dict[str, Tensor]) -> dict[str, float]:
 
 
 @FINETUNE.register("pgd_at")
-def _pgd_at(eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10) -> Step:
-    """Madry PGD-AT (MIMIR's and Chen et al.'s fine-tuning): CE on PGD-``steps`` examples at ε, step in 1/255 units."""
-    if steps < 1:
-        raise ConfigError(f"pgd_at needs steps >= 1, got {steps}")
+def _pgd_at(eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10, attack_mode: str = "eval") -> Step:
+    """Madry PGD-AT (MIMIR's and Chen et al.'s fine-tuning): CE on PGD-``steps`` examples at ε, step in
+    1/255 units, crafted with the model in ``attack_mode`` (eval: MIMIR, TRADES; train: Chen et al.)."""
+    from robust_mim.objectives.adversarial import ATTACK_MODES, pgd_at_terms
 
-    from robust_mim.objectives.adversarial import pgd_at_terms
+    if steps < 1 or attack_mode not in ATTACK_MODES:
+        raise ConfigError(f"pgd_at needs steps >= 1 and attack_mode in {ATTACK_MODES}, got {steps}, '{attack_mode}'")
 
     def step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
-        terms = pgd_at_terms(model, x, y, eps_255 / 255, step_255 / 255, steps)
+        terms = pgd_at_terms(model, x, y, eps_255 / 255, step_255 / 255, steps, attack_mode=attack_mode)
         return terms["loss"], _floats(terms)
 
     return step

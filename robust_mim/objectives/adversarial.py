@@ -1,9 +1,12 @@
 """Adversarial fine-tuning losses: PGD-AT (Madry et al., ICLR 2018) and TRADES (Zhang et al., ICML 2019).
 
-Both craft their inner adversarial examples with the model in eval mode (as the official
-TRADES code does: ``model.eval()`` for the attack, ``model.train()`` for the loss), so batch
-norm statistics are not updated by attack iterations, then compute the outer loss in the
-model's own mode; every submodule's mode is restored. The inner attack takes gradients w.r.t.
+Both craft their inner adversarial examples with the model in eval mode by default (as the
+official TRADES code and MIMIR's torchattacks PGD do: ``model.eval()`` for the attack,
+``model.train()`` for the loss), so batch norm statistics are not updated by attack iterations,
+then compute the outer loss in the model's own mode; every submodule's mode is restored. PGD-AT's
+``attack_mode="train"`` attacks in train mode instead (Chen et al.'s official ``finetune/main.py``
+calls ``PGD_normal`` after ``model.train()``: BatchNorm normalises each attack step with batch
+statistics and updates its running statistics, dropout and drop path stay active). The inner attack takes gradients w.r.t.
 the input only, so parameter ``.grad`` is untouched until the caller's ``backward()``.
 
 ε and step sizes are in [0, 1] pixel units (8/255, 2/255: the CIFAR-10 settings of both papers;
@@ -16,21 +19,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robust_mim.attacks.core import LossFn, ThreatBall, eot_gradient, pgd, preserved_mode
+from robust_mim.errors import ConfigError
+
+
+ATTACK_MODES = ("eval", "train")  # the model's mode while PGD-AT crafts its examples
 
 
 def pgd_at_terms(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, step_size: float = 2 / 255,
-                 steps: int = 10, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                 steps: int = 10, generator: torch.Generator | None = None,
+                 attack_mode: str = "eval") -> dict[str, Tensor]:
     """Madry PGD-AT: cross-entropy on L∞ PGD examples (uniform random start, ``steps`` sign steps).
 
     Args:
         model: classifier [N, 3, H, W] in [0, 1] -> logits [N, K] (any mode; restored).
         x: images [N, 3, H, W] in [0, 1]; y: labels [N].
         generator: optional generator for the random start.
+        attack_mode: the model's mode during the attack, ``eval`` (TRADES, MIMIR) or ``train``
+            (Chen et al.: BatchNorm uses and updates batch statistics at every attack step).
 
     Returns:
         {"loss": scalar to backprop, "adv_ce": detached copy, "adv_acc": accuracy on x_adv}.
     """
-    with preserved_mode(model, training=False):
+    if attack_mode not in ATTACK_MODES:
+        raise ConfigError(f"pgd_at attack_mode must be one of {', '.join(ATTACK_MODES)}, got '{attack_mode}'")
+    with preserved_mode(model, training=attack_mode == "train"):
         x_adv = pgd(model, x, y, eps, norm="linf", steps=steps, step_size=step_size, random_start=True,
                     generator=generator)
     logits = model(x_adv)  # [N, K], in the caller's mode
@@ -39,9 +51,9 @@ def pgd_at_terms(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, s
 
 
 def pgd_at_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, step_size: float = 2 / 255,
-                steps: int = 10, generator: torch.Generator | None = None) -> Tensor:
+                steps: int = 10, generator: torch.Generator | None = None, attack_mode: str = "eval") -> Tensor:
     """Scalar PGD-AT loss; see `pgd_at_terms`."""
-    return pgd_at_terms(model, x, y, eps, step_size, steps, generator)["loss"]
+    return pgd_at_terms(model, x, y, eps, step_size, steps, generator, attack_mode)["loss"]
 
 
 def _kl_to_clean(p_clean: Tensor) -> LossFn:
@@ -102,4 +114,4 @@ def trades_loss(model: nn.Module, x: Tensor, y: Tensor, beta: float = 6.0, eps: 
     return trades_terms(model, x, y, beta, eps, step_size, steps, generator)["loss"]
 
 
-__all__ = ["pgd_at_loss", "pgd_at_terms", "trades_loss", "trades_perturb", "trades_terms"]
+__all__ = ["ATTACK_MODES", "pgd_at_loss", "pgd_at_terms", "trades_loss", "trades_perturb", "trades_terms"]

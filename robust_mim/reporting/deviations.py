@@ -68,7 +68,7 @@ IMAGENET_SUBSET = row(
 OPTIMISER_LOOP = row(
     "training loop",
     "RandAugment, random erasing 0.25, gradient accumulation to the stated global batch",
-    "none of the three (engine: AdamW, warmup + cosine, bf16, MixUp/CutMix/label smoothing, drop path, layer decay)",
+    "none of the three (engine: AdamW or SGD, warmup + cosine or step decay, bf16, MixUp/CutMix/label smoothing, drop path, layer decay)",
     "not implemented in the engine",
     "yes (clean accuracy of fine-tuned ViTs depends on augmentation)")
 

@@ -11,7 +11,7 @@ PAPER = Paper(
     short="Chen et al. 2020",
     notebook="04_adv_ss_pretraining",
     commands={
-        "pretrain-pretext": "Pretrain a backbone on pretext tasks (rotation, jigsaw, selfie), standard or adversarial.",
+        "pretrain-pretext": "Pretrain a backbone on pretext tasks (rotation, jigsaw, Selfie-like), standard or adversarial.",
         "pgd-eval": "TA and PGD ATA of one classifier or a softmax ensemble (Chen et al.'s protocol); one record.",
     },
     run_sections={"chen.pretrain": "init"},

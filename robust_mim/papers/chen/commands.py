@@ -1,6 +1,7 @@
 """Paper 4 (Chen et al., CVPR 2020): ``pretrain-pretext`` and ``pgd-eval``.
 
-- ``pretrain-pretext`` trains a `PretextModel` (the run's backbone + one head per pretext task)
+- ``pretrain-pretext`` trains a `PretextModel` (the run's backbone + one head per pretext task;
+  our Selfie is recorded as ``selfie-like``, `robust_mim.papers.chen.tasks`)
   with the run's objective from `robust_mim.papers.chen.objective.PRETEXT_PRETRAIN`, saves the
   backbone as ``encoder.*`` weights (what ``finetune --init`` loads strictly) and writes a
   record of the pretext accuracy on held-out images, clean and under PGD.
@@ -31,6 +32,7 @@ from robust_mim.objectives import build_step
 from robust_mim.papers.chen.objective import (
     PRETEXT_PRETRAIN, ensemble_cell, evaluate_pretext, grid_cell, objective_tasks, pretext_encoder_state,
 )
+from robust_mim.papers.chen.tasks import task_label
 from robust_mim.records import config_hash, make_record, provenance, write_record
 
 
@@ -53,7 +55,7 @@ def build_pretext(spec: dict, n_classes: int) -> PretextModel:
 
 @command("pretrain-pretext", _pretext_args)
 def pretrain_pretext(args: argparse.Namespace) -> None:
-    """Pretrain a backbone on pretext tasks (rotation, jigsaw, selfie), standard or adversarial."""
+    """Pretrain a backbone on pretext tasks (rotation, jigsaw, Selfie-like), standard or adversarial."""
     common.run_training(args, _pretrain_pretext)
 
 
@@ -83,6 +85,7 @@ def _pretext_record(spec: dict, model: PretextModel, history: list[dict], device
     t0 = time.perf_counter()
     rows = evaluate_pretext(model, x.to(device), ev["eps_255"] / 255, ev["step_255"] / 255, ev["steps"],
                             ev["batch_size"], generator)
+    rows = [{**r, "task": task_label(r["task"])} for r in rows]  # the record's label (selfie-like)
     prov = provenance(spec, spec["seed"], str(device), time.perf_counter() - t0)
     cell = grid_cell({"method": {"name": "standard"}}, run["objective"])
     return make_record(run["id"], "pretext", spec["profile"], rows, n_examples=int(x.shape[0]),

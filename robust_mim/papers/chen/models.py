@@ -14,7 +14,8 @@ Deviations from the official code (ResNet-50v2, ``VITA-Group/Adv-SS-Pretraining`
 - Selfie's context is the backbone applied to the *whole image with the removed patches set to
   0*, plus a learned row/column embedding of the queried position; the official code encodes
   every patch separately with the backbone's first three stages and pools the visible ones with
-  a 12-layer transformer. Candidates are encoded by a small patch MLP, or by the backbone
+  a 12-layer transformer. Records and tables therefore call our task ``selfie-like``
+  (`robust_mim.papers.chen.tasks.task_label`). Candidates are encoded by a small patch MLP, or by the backbone
   itself (``shared_patch_encoder=True``, as in Selfie; needs a backbone that accepts p×p images,
   e.g. `ResNetBackbone`).
 """
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from robust_mim.errors import ConfigError
 from robust_mim.papers.chen.pretext import NUM_ROTATIONS, jigsaw_permutations
+from robust_mim.papers.chen.tasks import PRETEXT_TASKS
 
 # ----------------------------------------------------------------------------- heads
 class RotationHead(nn.Linear):
@@ -50,7 +52,7 @@ class JigsawHead(nn.Linear):
 
 
 class SelfieHead(nn.Module):
-    """Selfie scoring: for each removed position, a dot product with each candidate patch.
+    """Selfie-like scoring: for each removed position, a dot product with each candidate patch.
 
     ``query = W·context + row[r] + col[c]`` for the position (r, c) of a removed patch, and
     ``logits[i, m, k] = <query[i, m], encode(candidate[i, k])>``.
@@ -142,8 +144,6 @@ class PretextModel(nn.Module):
             candidates = self.backbone.embed(images).reshape(n, m, -1)  # [N, M, D]
         return head(self.backbone.embed(context), candidates, masked)
 
-
-PRETEXT_TASKS = ("rotation", "jigsaw", "selfie")
 
 
 def build_pretext_model(backbone: nn.Module, embed_dim: int, tasks: Sequence[str], image_size: int,

@@ -35,6 +35,7 @@ from robust_mim.papers.chen.models import PRETEXT_TASKS, PretextModel
 from robust_mim.models.resnet import ResNetBackbone, freeze_prefix
 from robust_mim.objectives import Step
 from robust_mim.papers.chen.pretext_losses import multitask_pretext_loss, pretext_loss
+from robust_mim.papers.chen.tasks import task_label
 from robust_mim.registry import Registry
 
 PRETEXT_PRETRAIN: Registry[Callable[..., Step]] = Registry("pretext pretraining objective")
@@ -180,11 +181,13 @@ def finetuning_label(method: str, frozen_blocks: int) -> str:
 def grid_cell(run: dict[str, Any], objective: dict[str, Any] | None) -> dict[str, str]:
     """The paper-grid cell of a fine-tuning run: ``{"task", "pretraining", "finetuning"}``.
 
+    ``task`` is the record label of the pretext task(s) (`task_label`: our Selfie is ``selfie-like``).
+
     Args:
         run: the resolved fine-tuning run (``method``, optional ``frozen_blocks``).
         objective: the pretext objective of its ``init`` run, or None (P1).
     """
-    task = "+".join(objective_tasks(objective)) if objective else ""
+    task = "+".join(map(task_label, objective_tasks(objective))) if objective else ""
     return {"task": task or "none", "pretraining": pretraining_setting(objective),
             "finetuning": finetuning_label(run["method"]["name"], int(run.get("frozen_blocks") or 0))}
 
