@@ -148,21 +148,27 @@ def check_model_and_batches(config: dict[str, Any]) -> None:
 
 HARD_LABEL_METHODS = ("pgd_at", "trades", "dat")  # their attacks take integer labels [N], not soft targets
 SOFT_TARGET_KEYS = ("mixup_alpha", "cutmix_alpha", "label_smoothing")
+# soft targets a method accepts all the same: PGD-AT's attack ascends the CE of the smoothed targets' arg-max,
+# which is the integer label (official MIMIR finetune.py: torchattacks PGD on the labels, LabelSmoothingCrossEntropy)
+SOFT_TARGETS_ALLOWED = {"pgd_at": ("label_smoothing",)}
 
 
 def check_finetune_runs(config: dict[str, Any]) -> None:
     """Cross-key checks the schema cannot express, one ConfigError line each (before any job starts).
 
     An adversarial fine-tuning method (``HARD_LABEL_METHODS``) with MixUp/CutMix/label smoothing:
-    the engine would hand its attack soft targets [B, K] and the first step would fail. (A De³
-    denoiser may be pretrained with ``norm_pix_loss``: De³ un-normalises its prediction with the
-    per-patch statistics of the image it receives, as the official NIM code.)
+    the engine would hand its attack soft targets [B, K] and the first step would fail — except
+    the keys in ``SOFT_TARGETS_ALLOWED`` (PGD-AT with label smoothing: the arg-max of a smoothed
+    target is the label). (A De³ denoiser may be pretrained with ``norm_pix_loss``: De³
+    un-normalises its prediction with the per-patch statistics of the image it receives, as the
+    official NIM code.)
     """
     finetune = config.get("finetune") or {}
     for run_id in finetune.get("runs") or {}:
         run, where = resolve_run(finetune, run_id), f"config error at finetune.runs.{run_id}"
         method = (run.get("method") or {}).get("name")
-        soft = [k for k in SOFT_TARGET_KEYS if (run.get(k) or 0) > 0]
+        allowed = SOFT_TARGETS_ALLOWED.get(method, ())
+        soft = [k for k in SOFT_TARGET_KEYS if (run.get(k) or 0) > 0 and k not in allowed]
         if method in HARD_LABEL_METHODS and soft:
             raise ConfigError(f"{where}: method '{method}' attacks integer labels; set {', '.join(soft)} to 0")
 

@@ -56,7 +56,8 @@ def test_schema_rejects_a_bad_config_with_a_readable_message(repo, schema, mutat
 @pytest.mark.parametrize("mutate, where, says", [
     (lambda c: c["finetune"]["runs"]["at-scratch"].update(mixup_alpha=0.8), "finetune.runs.at-scratch",
      "set mixup_alpha to 0"),
-    (lambda c: c["finetune"].update(label_smoothing=0.1), "finetune.runs.at-scratch", "set label_smoothing to 0"),
+    (lambda c: c["finetune"]["runs"]["at-scratch"].update(cutmix_alpha=1.0, label_smoothing=0.1),
+     "finetune.runs.at-scratch", "set cutmix_alpha to 0"),
 ])
 def test_cross_key_mistakes_are_one_config_error_line(repo, schema, mutate, where, says):
     msg = _error_of(repo, schema, mutate)
@@ -192,3 +193,34 @@ def test_schema_names_exactly_the_registered_objectives_methods_and_defenses(sch
     assert set(defs["pretrain_objective"]["properties"]["name"]["enum"]) == set(PRETRAIN.names())
     assert set(defs["finetune_method"]["properties"]["name"]["enum"]) == set(FINETUNE.names())
     assert set(defs["defense"]["properties"]["name"]["enum"]) == set(DEFENSES.names())
+
+
+def test_mimir_pgd_at_may_smooth_labels_as_the_official_fine_tuning(repo, schema):
+    cfg = _load(repo, "smoke")
+    cfg["finetune"]["runs"]["at-mimir"].update(label_smoothing=0.1)  # the attack takes the arg-max: the label
+    assert validate_config(cfg, schema)["finetune"]["runs"]["at-mimir"]["label_smoothing"] == 0.1
+
+
+def test_the_cifar10_profile_runs_the_official_mimir_recipes(repo, schema):
+    cfg = validate_config(_load(repo, "cifar10"), schema)
+    adaptive = cfg["mimir"]
+    assert adaptive["feature_steps"] == adaptive["mi_steps"] == 100 and 100 in adaptive["pgd_steps"]  # --adap_eval
+    assert adaptive["batch_size"] == 16  # eval_cifar10.sh: PGD-MI's HSIC on batches of 16
+    for run_id in ("mimir", "mimir-lam0"):
+        objective = cfg["pretrain"]["runs"][run_id]["objective"]
+        assert objective["hsic"] == "cca" and objective["hsic_group"] == 128  # per-GPU batch of train_cifar10.sh
+    official = {"batch_size": 128, "blr": 0.05, "layer_decay": 0.65, "label_smoothing": 0.1, "min_lr": 1e-6,
+                "warmup_epochs": 5, "epochs": 50, "weight_decay": 0.05, "augment": "crop_flip", "mixup_alpha": 0.0}
+    at_runs = [r for r, run in cfg["finetune"]["runs"].items() if "mimir" in run.get("papers", [])]
+    assert len(at_runs) == 4
+    for run_id in at_runs:
+        run = resolve_run(cfg["finetune"], run_id)
+        assert {k: run[k] for k in official} == official, run_id
+        assert run["method"] == {"name": "pgd_at", "eps_255": 8, "step_255": 2, "steps": 10}
+    assert cfg["model"]["drop_path"] == 0.1
+
+
+def test_mimir_schema_defaults_are_the_official_adaptive_evaluation(schema):
+    props = schema["properties"]["mimir"]["properties"]
+    assert props["feature_steps"]["default"] == props["mi_steps"]["default"] == 100
+    assert props["batch_size"]["default"] == 16

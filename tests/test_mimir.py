@@ -18,6 +18,8 @@ from robust_mim.papers.mimir.hsic import (
 from tiny_models import TinyClassifier, cyclic_batch, minimize, train_tiny_classifier
 
 EPS = 8 / 255
+BOUNDED = {"sigma": 5.0, "hsic_fn": hsic_normalized, "group_size": 128}  # mimir_loss settings (no defaults)
+MI = {"sigma": 5.0, "hsic_fn": hsic_normalized}  # pgd_mi_loss settings (no defaults)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -199,7 +201,7 @@ def test_mimir_adversarial_input_in_ball_and_raises_mae_loss(digits, trained_ae)
     def closure(x_in: Tensor) -> Tensor:  # fresh mask every call, clean target
         return masked_mae_loss(trained_ae, x_in, x, patch_mask(len(x)))
 
-    x_adv = mimir_adversarial_input(closure, x, generator=torch.Generator().manual_seed(0))
+    x_adv = mimir_adversarial_input(closure, x, EPS, 10 / 255, steps=1, generator=torch.Generator().manual_seed(0))
     assert not x_adv.requires_grad
     assert (x_adv - x).abs().max() <= EPS + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -222,14 +224,14 @@ def test_mimir_adversarial_input_reproducible_and_validated(digits, trained_ae):
         recon, _ = trained_ae(x_in)
         return F.mse_loss(recon, x)
 
-    a = mimir_adversarial_input(closure, x, generator=torch.Generator().manual_seed(5))
-    b = mimir_adversarial_input(closure, x, generator=torch.Generator().manual_seed(5))
-    c = mimir_adversarial_input(closure, x, generator=torch.Generator().manual_seed(6))
+    a = mimir_adversarial_input(closure, x, EPS, 10 / 255, steps=1, generator=torch.Generator().manual_seed(5))
+    b = mimir_adversarial_input(closure, x, EPS, 10 / 255, steps=1, generator=torch.Generator().manual_seed(5))
+    c = mimir_adversarial_input(closure, x, EPS, 10 / 255, steps=1, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    no_start = mimir_adversarial_input(closure, x, step_size=1 / 255, random_start=False)
+    no_start = mimir_adversarial_input(closure, x, EPS, 1 / 255, steps=1, random_start=False)
     assert torch.allclose((no_start - x).abs().max(), torch.tensor(1 / 255), atol=1e-6)
     with pytest.raises(AttackInputError):
-        mimir_adversarial_input(closure, x, eps=-0.1)
+        mimir_adversarial_input(closure, x, -0.1, 10 / 255, steps=1)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -242,7 +244,7 @@ def test_mimir_loss_components_add_up_and_backprop(digits, trained_ae):
     x_adv = (x + EPS * torch.sign(torch.randn_like(x))).clamp(0, 1)
     recon, latent = ae(x_adv)
     recon_loss = F.mse_loss(recon, x)
-    total, parts = mimir_loss(recon_loss, latent, x_adv, lam=0.5)
+    total, parts = mimir_loss(recon_loss, latent, x_adv, 0.5, **BOUNDED)
     assert set(parts) == {"recon", "hsic", "total"}
     assert parts["total"] == pytest.approx(parts["recon"] + 0.5 * parts["hsic"], rel=1e-6)
     assert parts["hsic"] == pytest.approx(hsic_normalized(latent, x_adv, 5.0, 5.0).item(), rel=1e-6)
@@ -252,11 +254,12 @@ def test_mimir_loss_components_add_up_and_backprop(digits, trained_ae):
     ae.zero_grad()
     recon, latent = ae(x_adv)
     recon_loss = F.mse_loss(recon, x)
-    total0, parts0 = mimir_loss(recon_loss, latent, x_adv, lam=0.0)
+    total0, parts0 = mimir_loss(recon_loss, latent, x_adv, 0.0, **BOUNDED)
     assert total0 is recon_loss and parts0["total"] == parts0["recon"]
     total0.backward()
     assert not torch.allclose(grad_with, ae.enc[0].weight.grad)  # the HSIC term reaches the encoder
-    cca_total, cca_parts = mimir_loss(F.mse_loss(ae(x_adv)[0], x), ae(x_adv)[1], x_adv, hsic_fn=hsic_normalized_cca)
+    cca_total, cca_parts = mimir_loss(F.mse_loss(ae(x_adv)[0], x), ae(x_adv)[1], x_adv, 1e-5,
+                                      **{**BOUNDED, "hsic_fn": hsic_normalized_cca})
     assert cca_parts["hsic"] > 1 and torch.isfinite(cca_total)
 
 
@@ -285,7 +288,7 @@ def test_feature_distance_loss_per_example_and_ascended_by_pgd(digits, trained_c
 def test_pgd_mi_loss_per_example_and_ascended_by_pgd(digits, trained_clf):
     x, y = digits[0][:64], digits[1][:64]
     lam = 0.5
-    loss_fn = pgd_mi_loss(lam)
+    loss_fn = pgd_mi_loss(lam, **MI)
     x_req = x.clone().requires_grad_(True)
     out = loss_fn(trained_clf, x_req, y)
     assert out.shape == (64,)
@@ -295,21 +298,112 @@ def test_pgd_mi_loss_per_example_and_ascended_by_pgd(digits, trained_clf):
     assert torch.allclose(out.detach(), ce + lam * hsic, atol=1e-5)
     (grad,) = torch.autograd.grad(out.sum(), x_req)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-    assert torch.allclose(pgd_mi_loss(0.0)(trained_clf, x, y).detach(), ce, atol=1e-6)
-    x_adv = local_pgd(pgd_mi_loss(1e-5), trained_clf, x, y, steps=5)
+    assert torch.allclose(pgd_mi_loss(0.0, **MI)(trained_clf, x, y).detach(), ce, atol=1e-6)
+    x_adv = local_pgd(pgd_mi_loss(1e-5, **MI), trained_clf, x, y, steps=5)
     with torch.no_grad():
         ce_adv = F.cross_entropy(trained_clf(x_adv), y, reduction="none")
     assert ce_adv.mean() > 2 * ce.mean()
-    perturbation = pgd_mi_loss(lam, x_clean=x)(trained_clf, x_adv, y)
+    perturbation = pgd_mi_loss(lam, x_clean=x, **MI)(trained_clf, x_adv, y)
     assert perturbation.shape == (64,) and torch.isfinite(perturbation).all()
 
 
 def test_pgd_mi_hsic_term_steers_the_attack(digits, trained_clf):
     """A large λ makes PGD raise nHSIC(z, x′) more than plain CE-PGD does."""
     x, y = digits[0][:64], digits[1][:64]
-    adv_ce = local_pgd(pgd_mi_loss(0.0), trained_clf, x, y, steps=5)
-    adv_mi = local_pgd(pgd_mi_loss(1e3), trained_clf, x, y, steps=5)
+    adv_ce = local_pgd(pgd_mi_loss(0.0, **MI), trained_clf, x, y, steps=5)
+    adv_mi = local_pgd(pgd_mi_loss(1e3, **MI), trained_clf, x, y, steps=5)
     with torch.no_grad():
         h_ce = hsic_normalized(trained_clf.embed(adv_ce), adv_ce, 5.0, 5.0)
         h_mi = hsic_normalized(trained_clf.embed(adv_mi), adv_mi, 5.0, 5.0)
     assert h_mi > h_ce
+
+
+# ----------------------------------------------------------------------------- official forward_features (ViT)
+
+
+@pytest.fixture(scope="module")
+def vit_clf():
+    """Nano-ViT classifier (2 blocks, width 32, patch 4 at 16x16: 1 + 16 tokens), untrained, eval mode."""
+    from robust_mim.models.classifier import ImageClassifier
+    from robust_mim.models.vit import build_vit_encoder, vit_spec
+
+    torch.manual_seed(0)
+    spec = vit_spec("vit_nano_patch4_16")
+    return ImageClassifier(build_vit_encoder(spec), spec.embed_dim, 10, [0.5] * 3, [0.5] * 3).eval()
+
+
+def test_forward_features_are_every_token_before_the_final_norm(digits, vit_clf):
+    from robust_mim.papers.mimir.adaptive import features_and_logits, forward_features
+
+    x = digits[0][:8]
+    vit = vit_clf.backbone
+    with torch.no_grad():
+        tokens, logits = features_and_logits(vit_clf, x)
+        after_norm = vit.forward_features(vit_clf.normalize(x))  # timm: blocks, then the final norm
+    assert tokens.shape == (8, 1 + 16, 32)  # class token + 16 patches, width D = 32: (1+L)·D = 544
+    assert torch.allclose(vit.norm(tokens), after_norm, atol=1e-5)  # exactly the final norm's input
+    assert not torch.allclose(tokens, after_norm, atol=1e-2)  # ... and not its output
+    assert torch.allclose(logits, vit_clf(x), atol=1e-5)  # one forward gives the classifier's logits
+    assert torch.equal(forward_features(vit_clf, x), tokens)
+    assert forward_features(vit_clf, x).flatten(1).shape[1] != vit_clf.embed(x).shape[1]  # not the pooled [N, D]
+
+
+def test_feature_pgd_measures_the_distance_of_all_tokens(digits, vit_clf):
+    x, y = digits[0][:8], digits[1][:8]
+    x_adv = (x + EPS * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))).clamp(0, 1)
+    from robust_mim.papers.mimir.adaptive import forward_features
+
+    with torch.no_grad():
+        got = feature_distance_loss(x)(vit_clf, x_adv, y)
+        want = (forward_features(vit_clf, x_adv) - forward_features(vit_clf, x)).flatten(1).norm(dim=1)
+        pooled = (vit_clf.embed(x_adv) - vit_clf.embed(x)).norm(dim=1)
+    assert torch.allclose(got, want, rtol=1e-5) and not torch.allclose(got, pooled, rtol=1e-2)
+
+
+def test_pgd_mi_hsic_is_taken_on_the_flattened_tokens_with_the_official_width(digits, vit_clf):
+    """The HSIC term is the official hsic_normalized_cca(features.view(N, -1), x'.view(N, -1), sigma=5): the
+    kernel width 2σ²d uses d = (1+L)·D of the tokens, not D of the pooled embedding."""
+    from robust_mim.papers.mimir.adaptive import forward_features
+
+    x, y = digits[0][:16], digits[1][:16]
+    loss_fn = pgd_mi_loss(1.0, sigma=5.0, hsic_fn=hsic_normalized_cca)
+    with torch.no_grad():
+        hsic = loss_fn(vit_clf, x, y) - F.cross_entropy(vit_clf(x), y, reduction="none")  # [N], the same scalar
+        tokens = forward_features(vit_clf, x)
+        official = reference_hsic(tokens.flatten(1), x, 5.0, cca=True)  # width from the flattened dimension
+        pooled = reference_hsic(vit_clf.embed(x), x, 5.0, cca=True)
+    assert tokens.flatten(1).shape[1] == 17 * 32
+    assert torch.allclose(hsic, official.float().expand(16), rtol=1e-3)
+    assert abs(official - pooled) > 1e-2 * abs(official)
+
+
+# ----------------------------------------------------------------------------- HSIC on groups of the per-GPU batch
+
+
+def test_grouped_hsic_is_the_mean_over_groups_of_the_official_per_gpu_batch():
+    from robust_mim.papers.mimir.hsic import grouped_hsic
+
+    torch.manual_seed(0)
+    z, x = torch.randn(512, 6), torch.rand(512, 3, 2, 2)
+    z = z + x.flatten(1)[:, :6]
+    per_gpu = torch.stack([hsic_normalized_cca(z[i:i + 128], x[i:i + 128], 5.0, 5.0) for i in range(0, 512, 128)])
+    assert grouped_hsic(hsic_normalized_cca, z, x, 5.0, 128).item() == pytest.approx(per_gpu.mean().item(), rel=1e-5)
+    whole = hsic_normalized_cca(z, x, 5.0, 5.0).item()
+    assert abs(whole - per_gpu.mean().item()) > 1.0  # the CCA value scales with the batch: λ means another thing
+    assert grouped_hsic(hsic_normalized_cca, z[:100], x[:100], 5.0, 128).item() == pytest.approx(
+        hsic_normalized_cca(z[:100], x[:100], 5.0, 5.0).item(), rel=1e-6)  # a smaller batch is one group
+    halves = [hsic_normalized(z[:150], x[:150], 5.0, 5.0), hsic_normalized(z[150:300], x[150:300], 5.0, 5.0)]
+    assert grouped_hsic(hsic_normalized, z[:300], x[:300], 5.0, 128).item() == pytest.approx(
+        torch.stack(halves).mean().item(), rel=1e-5)  # 300 // 128 = 2 groups of 150
+    with pytest.raises(AttackInputError):
+        grouped_hsic(hsic_normalized, z, x, 5.0, 1)
+
+
+def test_mimir_loss_averages_the_penalty_over_groups():
+    torch.manual_seed(0)
+    latent, x_adv = torch.randn(64, 5, 4, requires_grad=True), torch.rand(64, 3, 4, 4)
+    recon = latent.pow(2).mean()
+    _, parts = mimir_loss(recon, latent, x_adv, 1e-5, sigma=5.0, hsic_fn=hsic_normalized_cca, group_size=16)
+    groups = [hsic_normalized_cca(latent[i:i + 16], x_adv[i:i + 16], 5.0, 5.0).item() for i in range(0, 64, 16)]
+    assert parts["hsic"] == pytest.approx(sum(groups) / 4, rel=1e-5)
+    assert parts["hsic"] <= 15  # each group's CCA value lies in [0, 16 - 1]

@@ -12,9 +12,23 @@ from robust_mim.models.vit import vit_spec
 from robust_mim.objectives import FINETUNE, PRETRAIN, build_step
 from robust_mim.papers.mimir.hsic import hsic_normalized_cca, mimir_adversarial_input
 from robust_mim.papers.mimir.methods import mimir_adversarial_example
+from conftest import profile_schema
 from tiny_models import TinyClassifier, cyclic_batch, minimize, train_tiny_classifier
 
 EPS = 8 / 255
+
+
+def mimir_schema() -> dict:
+    """The schema of the ``mimir`` pretraining objective's arguments (config/schema.yaml)."""
+    branches = profile_schema()["$defs"]["pretrain_objective"]["allOf"]
+    (branch,) = [b["then"] for b in branches if b["if"]["properties"]["name"].get("const") == "mimir"]
+    return branch["properties"]
+
+
+def mimir(**settings) -> dict:
+    """The ``mimir`` objective as a validated config hands it over: the schema's defaults, then ``settings``."""
+    defaults = {k: v["default"] for k, v in mimir_schema().items() if "default" in v}
+    return {"name": "mimir", **defaults, **settings}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,7 +72,7 @@ def mae_loss_with_seed(mae: MaskedAutoencoder, x_in: Tensor, x: Tensor, seed: in
 def test_pretraining_attack_raises_the_mae_loss_and_stays_in_the_ball(trained_mae, data):
     x = data[0]
     torch.manual_seed(3)
-    x_adv = mimir_adversarial_example(trained_mae, x, EPS, 10 / 255)
+    x_adv = mimir_adversarial_example(trained_mae, x, EPS, 10 / 255, 1, 0.75)
     assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     assert not x_adv.requires_grad and all(p.grad is None for p in trained_mae.parameters())
     g = torch.Generator().manual_seed(9)
@@ -78,7 +92,7 @@ def test_mimir_step_logs_recon_and_hsic_separately_and_backprops(trained_mae, da
     x, y = data[0][:64], data[1][:64]
     mae = MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), [0.5] * 3, [0.5] * 3)
     mae.load_state_dict(trained_mae.state_dict())
-    step = build_step(PRETRAIN, {"name": "mimir"})  # official defaults: lam 1e-5, cca estimator
+    step = build_step(PRETRAIN, mimir())  # the schema's (official) defaults: lam 1e-5, cca estimator
     loss, metrics = step(mae, x, y)
     assert set(metrics) == {"recon", "hsic", "hsic_bounded", "total"}
     assert metrics["total"] == pytest.approx(metrics["recon"] + 1e-5 * metrics["hsic"], rel=1e-6)
@@ -93,7 +107,7 @@ def test_mimir_step_logs_recon_and_hsic_separately_and_backprops(trained_mae, da
 def _step_grads(mae: MaskedAutoencoder, x: Tensor, y: Tensor, lam: float) -> tuple[float, dict[str, float], dict]:
     mae.zero_grad(set_to_none=True)
     torch.manual_seed(11)
-    loss, metrics = build_step(PRETRAIN, {"name": "mimir", "lam": lam})(mae, x, y)
+    loss, metrics = build_step(PRETRAIN, mimir(lam=lam))(mae, x, y)
     loss.backward()
     return loss.item(), metrics, {n: p.grad.clone() for n, p in mae.named_parameters() if p.grad is not None}
 
@@ -101,13 +115,13 @@ def _step_grads(mae: MaskedAutoencoder, x: Tensor, y: Tensor, lam: float) -> tup
 def test_lam0_is_the_mae_loss_on_the_adversarial_input(trained_mae, data):
     x, y = data[0][:64], data[1][:64]
     torch.manual_seed(5)
-    loss0, metrics0 = build_step(PRETRAIN, {"name": "mimir", "lam": 0.0})(trained_mae, x, y)
+    loss0, metrics0 = build_step(PRETRAIN, mimir(lam=0.0))(trained_mae, x, y)
     torch.manual_seed(5)  # same draws: random start, attack mask, training mask
 
     def closure(x_in: Tensor) -> Tensor:
         return trained_mae(x_in, x, mask_ratio=0.75, loss_on="masked")[0]
 
-    x_adv = mimir_adversarial_input(closure, x, EPS, 10 / 255, random_start=True)
+    x_adv = mimir_adversarial_input(closure, x, EPS, 10 / 255, steps=1, random_start=True)
     expected = trained_mae(x_adv, x, mask_ratio=0.75, loss_on="masked")[0]
     assert loss0.item() == pytest.approx(expected.item(), rel=1e-6)
     assert metrics0["total"] == metrics0["recon"] and metrics0["hsic"] > 0  # HSIC still logged at lam 0
@@ -127,11 +141,13 @@ def test_hsic_term_reaches_the_encoder_only(trained_mae, data):
 
 def test_mimir_settings_are_validated():
     with pytest.raises(ConfigError, match="HSIC estimator"):
-        build_step(PRETRAIN, {"name": "mimir", "hsic": "kernel"})
+        build_step(PRETRAIN, mimir(hsic="kernel"))
     with pytest.raises(ConfigError, match="lam"):
-        build_step(PRETRAIN, {"name": "mimir", "lam": -1.0})
+        build_step(PRETRAIN, mimir(lam=-1.0))
+    with pytest.raises(ConfigError, match="hsic_group"):
+        build_step(PRETRAIN, mimir(hsic_group=1))
     with pytest.raises(ConfigError, match="mimir"):
-        build_step(PRETRAIN, {"name": "mimir", "epsilon": 8})
+        build_step(PRETRAIN, mimir(epsilon=8))
     with pytest.raises(ConfigError, match="steps"):
         build_step(FINETUNE, {"name": "pgd_at", "steps": 0})
 
@@ -139,9 +155,9 @@ def test_mimir_settings_are_validated():
 def test_cca_estimator_matches_the_logged_penalty(trained_mae, data):
     x, y = data[0][:32], data[1][:32]
     torch.manual_seed(2)
-    _, metrics = build_step(PRETRAIN, {"name": "mimir"})(trained_mae, x, y)
+    _, metrics = build_step(PRETRAIN, mimir())(trained_mae, x, y)
     torch.manual_seed(2)
-    x_adv = mimir_adversarial_example(trained_mae, x)
+    x_adv = mimir_adversarial_example(trained_mae, x, EPS, 10 / 255, 1, 0.75)
     with torch.no_grad():
         latent = trained_mae(x_adv, x, mask_ratio=0.75)[3]
     assert metrics["hsic"] == pytest.approx(hsic_normalized_cca(latent, x_adv, 5.0, 5.0).item(), rel=1e-5)
@@ -201,11 +217,11 @@ def test_trades_beta0_is_clean_cross_entropy_and_kl_is_positive(trained_clf, dat
 
 
 CFG = {"eps_255": [8], "pgd_steps": [3, 6], "step_255": 2, "restarts": 1, "feature_steps": 3, "mi_steps": 3,
-       "mi_lams": [1e-5], "hsic": "cca", "sigma": 5.0}
+       "mi_lams": [1e-5], "hsic": "cca", "sigma": 5.0}  # a validated `mimir` section, small budgets
 
 
 def test_adaptive_evaluations_run_per_batch_and_are_named_by_their_steps(trained_clf, data):
-    from robust_mim.papers.mimir.commands import adaptive_entries, evaluate_batched
+    from robust_mim.papers.mimir.adaptive import adaptive_entries, evaluate_batched
 
     x, y = data[0][:40], data[1][:40]
     trained_clf.eval()
@@ -223,7 +239,7 @@ def test_adaptive_evaluations_run_per_batch_and_are_named_by_their_steps(trained
 
 
 def test_adaptive_attacks_log_progress_over_their_batches(trained_clf, data):
-    from robust_mim.papers.mimir.commands import adaptive_entries, evaluate_batched
+    from robust_mim.papers.mimir.adaptive import adaptive_entries, evaluate_batched
     from robust_mim.progress import Progress
 
     x, y = data[0][:40], data[1][:40]
@@ -241,4 +257,64 @@ def test_pretraining_roles():
     assert pretraining_role({"name": "mae", "mask_ratio": 0.75}) == "mae"
     assert pretraining_role({"name": "mimir", "lam": 0.0}) == "mimir-lam0"
     assert pretraining_role({"name": "mimir", "lam": 1e-5}) == "mimir"
-    assert pretraining_role({"name": "mimir"}) == "mimir"
+    assert pretraining_role(mimir()) == "mimir"
+
+
+# ----------------------------------------------------------------------------- one default, stated in the schema
+
+
+def test_the_mimir_settings_have_one_default_stated_in_the_schema():
+    import inspect
+
+    from robust_mim.papers.mimir.adaptive import pgd_mi_loss
+    from robust_mim.papers.mimir.hsic import mimir_loss
+    from robust_mim.papers.mimir.methods import mimir_objective
+
+    props = mimir_schema()
+    assert props["hsic"]["default"] == "cca" and props["hsic_group"]["default"] == 128
+    assert all("default" in v and v.get("description") for k, v in props.items() if k != "name")
+    empty = inspect.Parameter.empty
+    factory = PRETRAIN.get("mimir")
+    assert all(p.default is empty for p in inspect.signature(factory).parameters.values())
+    for fn, args in ((mimir_objective, ("hsic", "hsic_group", "sigma", "lam")),
+                     (mimir_loss, ("hsic_fn", "group_size", "sigma")), (pgd_mi_loss, ("hsic_fn", "sigma"))):
+        assert all(inspect.signature(fn).parameters[a].default is empty for a in args), fn.__name__
+    with pytest.raises(ConfigError, match="mimir"):  # nothing to fall back on but the validated config
+        build_step(PRETRAIN, {"name": "mimir", "lam": 1e-5})
+
+
+def test_mimir_step_averages_its_penalty_over_hsic_groups(trained_mae, data):
+    x, y = data[0][:32], data[1][:32]
+    torch.manual_seed(4)
+    _, metrics = build_step(PRETRAIN, mimir(hsic_group=8))(trained_mae, x, y)
+    torch.manual_seed(4)
+    x_adv = mimir_adversarial_example(trained_mae, x, EPS, 10 / 255, 1, 0.75)
+    with torch.no_grad():
+        latent = trained_mae(x_adv, x, mask_ratio=0.75)[3]
+    groups = [hsic_normalized_cca(latent[i:i + 8], x_adv[i:i + 8], 5.0, 5.0).item() for i in range(0, 32, 8)]
+    assert metrics["hsic"] == pytest.approx(sum(groups) / 4, rel=1e-5)
+    assert metrics["hsic"] <= 7  # the CCA value of a group of 8 lies in [0, 7]
+    trained_mae.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- PGD-AT with label smoothing
+
+
+def test_pgd_at_with_label_smoothing_attacks_the_label_and_trains_on_smoothed_targets(trained_clf, data):
+    """Official MIMIR fine-tuning: torchattacks PGD on the integer labels, timm LabelSmoothingCrossEntropy(0.1)."""
+    from robust_mim.attacks.core import pgd
+    from robust_mim.engine import mix_batch
+    from robust_mim.objectives.adversarial import pgd_at_terms
+
+    x, y = data[0][:64], data[1][:64]
+    _, smoothed = mix_batch(x, y, 10, label_smoothing=0.1)  # [N, K]
+    was_training = trained_clf.training
+    terms = pgd_at_terms(trained_clf, x, smoothed, EPS, 2 / 255, 3, generator=torch.Generator().manual_seed(1))
+    trained_clf.eval()
+    x_adv = pgd(trained_clf, x, y, EPS, steps=3, step_size=2 / 255, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        log_p = F.log_softmax(trained_clf(x_adv), dim=1)
+    timm_smoothing = 0.9 * F.nll_loss(log_p, y) + 0.1 * (-log_p.mean(dim=1)).mean()
+    assert terms["loss"].item() == pytest.approx(timm_smoothing.item(), rel=1e-5)
+    assert terms["adv_acc"].item() == pytest.approx((log_p.argmax(1) == y).float().mean().item())
+    trained_clf.train(was_training)

@@ -30,9 +30,13 @@ def pgd_at_terms(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, s
                  attack_mode: str = "eval") -> dict[str, Tensor]:
     """Madry PGD-AT: cross-entropy on L∞ PGD examples (uniform random start, ``steps`` sign steps).
 
+    With label-smoothed targets [N, K] the attack ascends the cross-entropy of their arg-max, the
+    integer label, and the loss is the cross-entropy against the smoothed targets — the official
+    MIMIR fine-tuning (torchattacks PGD on the labels, timm ``LabelSmoothingCrossEntropy``).
+
     Args:
         model: classifier [N, 3, H, W] in [0, 1] -> logits [N, K] (any mode; restored).
-        x: images [N, 3, H, W] in [0, 1]; y: labels [N].
+        x: images [N, 3, H, W] in [0, 1]; y: labels [N] or label-smoothed targets [N, K].
         generator: optional generator for the random start.
         attack_mode: the model's mode during the attack, ``eval`` (TRADES, MIMIR) or ``train``
             (Chen et al.: BatchNorm uses and updates batch statistics at every attack step).
@@ -42,12 +46,13 @@ def pgd_at_terms(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, s
     """
     if attack_mode not in ATTACK_MODES:
         raise ConfigError(f"pgd_at attack_mode must be one of {', '.join(ATTACK_MODES)}, got '{attack_mode}'")
+    labels = y.argmax(dim=1) if y.ndim == 2 else y  # [N]
     with preserved_mode(model, training=attack_mode == "train"):
-        x_adv = pgd(model, x, y, eps, norm="linf", steps=steps, step_size=step_size, random_start=True,
+        x_adv = pgd(model, x, labels, eps, norm="linf", steps=steps, step_size=step_size, random_start=True,
                     generator=generator)
     logits = model(x_adv)  # [N, K], in the caller's mode
-    loss = F.cross_entropy(logits, y)
-    return {"loss": loss, "adv_ce": loss.detach(), "adv_acc": (logits.argmax(1) == y).float().mean().detach()}
+    loss = F.cross_entropy(logits, y)  # soft-target CE for [N, K] targets
+    return {"loss": loss, "adv_ce": loss.detach(), "adv_acc": (logits.argmax(1) == labels).float().mean().detach()}
 
 
 def pgd_at_loss(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, step_size: float = 2 / 255,

@@ -4,7 +4,7 @@ The MAE encoder sees an adversarial image x′ (1-step PGD on the MAE loss, ε =
 step 10/255, random start, fresh mask) while the reconstruction target stays the clean x;
 an HSIC penalty between the encoder's latent z and x′ bounds I(x′; z):
 
-    L_MIMIR = L_MAE(x′ → x) + λ · nHSIC(z, x′),      λ = 1e-5 (official default)
+    L_MIMIR = L_MAE(x′ → x) + λ · HSIC(z, x′),      λ = 1e-5 (official)
 
 Notes from the official code (github.com/xiaoyunxxy/MIMIR, ``pretrain.py``, ``MI/hsic.py``,
 ``pgd_mae/pgd_mae.py``), which follows the HSIC-bottleneck code (Ma et al. 2020):
@@ -13,10 +13,13 @@ Notes from the official code (github.com/xiaoyunxxy/MIMIR, ``pretrain.py``, ``MI
   ``[N, 1+L_keep, D]`` flattened to ``[N, (1+L_keep)·D]``; x′ is flattened to ``[N, 3HW]``.
 - kernel: Gaussian with a fixed σ = 5 scaled by the feature dimension d,
   k(a, b) = exp(−‖a − b‖² / (2σ²d)) (``kernelmat`` with ``sigma=5``).
-- estimator: the training loop calls ``hsic_normalized_cca`` (tr(K̃x K̃y) with
-  K̃ = K̄(K̄ + εmI)⁻¹, ε = 1e-5), not the kernel-alignment ``hsic_normalized``; both are here,
-  ``hsic_normalized`` (bounded in [0, 1]) is this library's default, pass
-  ``hsic_fn=hsic_normalized_cca`` to reproduce the official penalty exactly.
+- estimators: the training loop calls ``hsic_normalized_cca`` (tr(K̃x K̃y) with
+  K̃ = K̄(K̄ + εmI)⁻¹, ε = 1e-5); the kernel-alignment ``hsic_normalized`` ∈ [0, 1] is the
+  other one here. Which one a run uses is its setting ``hsic`` (its default is stated once, in
+  config/schema.yaml); the functions here take the estimator as an argument.
+- batch: each GPU computes the penalty on its own batch (128 images in the CIFAR-10 script,
+  512 in the ImageNet one) and DDP averages the gradients, i.e. the penalty is the mean over
+  per-GPU groups; `grouped_hsic` does the same on one process's batch (setting ``hsic_group``).
 - the official PGD_MAE attack calls ``model(x′)``, i.e. its attack loss reconstructs x′
   itself; the paper (and ``mimir_adversarial_input`` here, through the caller's closure)
   reconstructs the clean x.
@@ -32,7 +35,6 @@ from robust_mim.errors import AttackInputError
 
 HSICFn = Callable[[Tensor, Tensor, float | None, float | None], Tensor]  # (x, y, sigma_x, sigma_y)
 
-OFFICIAL_SIGMA = 5.0  # official kernel width (per feature dimension)
 CCA_EPSILON = 1e-5  # official ridge in hsic_normalized_cca
 
 
@@ -132,11 +134,34 @@ def hsic_normalized_cca(x: Tensor, y: Tensor, sigma_x: float | None = None,
         return (rx * ry).sum()
 
 
-def mimir_adversarial_input(mae_loss_of_input: Callable[[Tensor], Tensor], x: Tensor,
-                            eps: float = 8 / 255, step_size: float = 10 / 255,
-                            random_start: bool = True, generator: torch.Generator | None = None,
-                            steps: int = 1) -> Tensor:
-    """MIMIR's pretraining attack: L∞ PGD (1 step by default) ascending the MAE loss.
+def grouped_hsic(hsic_fn: HSICFn, z: Tensor, x: Tensor, sigma: float | None, group_size: int) -> Tensor:
+    """Mean of ``hsic_fn`` over groups of about ``group_size`` examples — the official per-GPU penalty.
+
+    The batch splits into k = max(1, N // group_size) contiguous groups whose sizes differ by at
+    most one (each ≥ ``group_size`` when N ≥ ``group_size``; a smaller batch is one group). With
+    N = k · group_size this is the official value: each of k GPUs computes the penalty on its own
+    batch of ``group_size`` and DDP averages their gradients.
+
+    Args:
+        hsic_fn: an estimator ``(x, y, sigma_x, sigma_y) -> scalar``.
+        z: latents [N, ...]; x: paired inputs [N, ...] (both flattened per example by the estimator).
+        sigma: Gaussian width per feature dimension for both kernels; None = median heuristic.
+        group_size: the official per-GPU batch (CIFAR-10 script: 128).
+
+    Returns:
+        Scalar tensor, the mean over groups.
+    """
+    if group_size < 2:
+        raise AttackInputError(f"HSIC groups need at least 2 examples, got group_size {group_size}")
+    _check_paired(z, x)
+    groups = torch.arange(z.shape[0], device=z.device).tensor_split(max(1, z.shape[0] // group_size))
+    return torch.stack([hsic_fn(z[g], x[g], sigma, sigma) for g in groups]).mean()
+
+
+def mimir_adversarial_input(mae_loss_of_input: Callable[[Tensor], Tensor], x: Tensor, eps: float,
+                            step_size: float, *, steps: int, random_start: bool = True,
+                            generator: torch.Generator | None = None) -> Tensor:
+    """MIMIR's pretraining attack: L∞ PGD ascending the MAE loss (MIMIR: 1 step).
 
     x′ = Π_{B∞(x, ε) ∩ [0,1]}(x₀ + α · sign ∇ L(x₀)), x₀ = clip(x + U(−ε, ε)) — the loss is a
     function of the encoder's input only; the caller's closure draws a fresh random mask at
@@ -147,9 +172,9 @@ def mimir_adversarial_input(mae_loss_of_input: Callable[[Tensor], Tensor], x: Te
         x: clean images [N, 3, H, W] in [0, 1].
         eps: L∞ radius (pixels in [0, 1]); official 8/255.
         step_size: α; official 10/255 (``--alpha 0.0392``).
+        steps: PGD steps; MIMIR uses 1.
         random_start: start uniformly in the ε-ball (official: yes).
         generator: RNG for the random start (must live on x's device).
-        steps: PGD steps; MIMIR uses 1.
 
     Returns:
         Detached x′ [N, 3, H, W] with ‖x′ − x‖∞ ≤ ε and x′ ∈ [0, 1].
@@ -170,10 +195,9 @@ def mimir_adversarial_input(mae_loss_of_input: Callable[[Tensor], Tensor], x: Te
     return x_adv.detach()
 
 
-def mimir_loss(recon_loss: Tensor, latent: Tensor, x_adv: Tensor, lam: float = 1e-5, *,
-               sigma: float | None = OFFICIAL_SIGMA,
-               hsic_fn: HSICFn = hsic_normalized) -> tuple[Tensor, dict[str, float]]:
-    """L_MIMIR = L_recon + λ · nHSIC(z, x′); both terms are returned for separate logging.
+def mimir_loss(recon_loss: Tensor, latent: Tensor, x_adv: Tensor, lam: float, *, sigma: float | None,
+               hsic_fn: HSICFn, group_size: int) -> tuple[Tensor, dict[str, float]]:
+    """L_MIMIR = L_recon + λ · HSIC(z, x′), HSIC averaged over groups (`grouped_hsic`); both terms logged.
 
     Args:
         recon_loss: scalar MAE loss of the decoder's reconstruction of the clean x from x′.
@@ -182,17 +206,18 @@ def mimir_loss(recon_loss: Tensor, latent: Tensor, x_adv: Tensor, lam: float = 1
         x_adv: the encoder's adversarial input [N, 3, H, W] (detached).
         lam: λ, the HSIC weight (official 1e-5). λ = 0 returns ``recon_loss`` itself.
         sigma: Gaussian width per dimension for both kernels (official 5.0); None = median.
-        hsic_fn: ``hsic_normalized`` (default, ∈ [0, 1]) or ``hsic_normalized_cca`` (official).
+        hsic_fn: the estimator, ``hsic_normalized_cca`` (official) or ``hsic_normalized``.
+        group_size: examples per HSIC group (the official per-GPU batch).
 
     Returns:
         (total scalar loss, {"recon", "hsic", "total"} as floats).
     """
     if lam == 0:
         with torch.no_grad():
-            hsic = hsic_fn(latent, x_adv, sigma, sigma)
+            hsic = grouped_hsic(hsic_fn, latent, x_adv, sigma, group_size)
         total = recon_loss
     else:
-        hsic = hsic_fn(latent, x_adv, sigma, sigma)
+        hsic = grouped_hsic(hsic_fn, latent, x_adv, sigma, group_size)
         total = recon_loss + lam * hsic
     parts = {"recon": float(recon_loss.detach()), "hsic": float(hsic.detach()), "total": float(total.detach())}
     return total, parts

@@ -2,11 +2,14 @@
 
 - PRETRAIN ``mimir``: the MAE encoder sees x′ (1-step L∞ PGD ascending the MAE loss,
   ε = 8/255, step 10/255, random start, a fresh mask per forward), the decoder reconstructs
-  the clean x on the masked patches, plus λ · HSIC(latent, x′) (λ = 1e-5). The penalty uses
-  the official estimator ``hsic_normalized_cca`` by default (training fidelity); the bounded
-  kernel-alignment nHSIC ∈ [0, 1] is logged beside it as ``hsic_bounded`` because the CCA
-  value mostly counts Gram eigenvalues and is a poor measure of dependence (see
+  the clean x on the masked patches, plus λ · HSIC(latent, x′) (λ = 1e-5) averaged over groups
+  of the official per-GPU batch (``hsic_group``). The penalty's estimator is the setting
+  ``hsic`` (``cca``: the official ``hsic_normalized_cca``; ``normalized``: the bounded kernel
+  alignment); the bounded nHSIC ∈ [0, 1] is logged beside it as ``hsic_bounded`` because the
+  CCA value mostly counts Gram eigenvalues and is a poor measure of dependence (see
   `robust_mim.papers.mimir.hsic`). ``lam: 0`` is the ablation "adversarial MAE without HSIC".
+  Every setting's default is stated once, in config/schema.yaml (``$defs.pretrain_objective``);
+  the factory has none of its own.
 MIMIR's fine-tuning, PGD-AT (and TRADES), is shared: FINETUNE ``pgd_at`` / ``trades`` in
 `robust_mim.objectives` (Chen et al. fine-tune with it too).
 
@@ -25,8 +28,8 @@ from robust_mim.errors import ConfigError
 from robust_mim.models.mim import MaskedAutoencoder
 from robust_mim.objectives import PRETRAIN, Step
 from robust_mim.papers.mimir.hsic import (
-    OFFICIAL_SIGMA,
     HSICFn,
+    grouped_hsic,
     hsic_normalized,
     hsic_normalized_cca,
     mimir_adversarial_input,
@@ -43,8 +46,8 @@ def hsic_estimator(name: str) -> HSICFn:
     return HSIC_ESTIMATORS[name]
 
 
-def mimir_adversarial_example(mae: MaskedAutoencoder, x: Tensor, eps: float = 8 / 255, step_size: float = 10 / 255,
-                              attack_steps: int = 1, mask_ratio: float = 0.75) -> Tensor:
+def mimir_adversarial_example(mae: MaskedAutoencoder, x: Tensor, eps: float, step_size: float,
+                              attack_steps: int, mask_ratio: float) -> Tensor:
     """MIMIR's pretraining attack on ``mae``: x′ ascending the MAE loss of reconstructing the clean x.
 
     Each loss evaluation draws a fresh random mask (torch's global RNG); random start in the
@@ -53,6 +56,8 @@ def mimir_adversarial_example(mae: MaskedAutoencoder, x: Tensor, eps: float = 8 
     Args:
         mae: the masked autoencoder (its mode is left as is).
         x: clean images [N, 3, H, W] in [0, 1].
+        eps, step_size: L∞ radius and step (pixel units); attack_steps: PGD steps (MIMIR: 1).
+        mask_ratio: fraction of patches removed in each loss evaluation.
 
     Returns:
         Detached x′ [N, 3, H, W] in [0, 1] with ‖x′ − x‖∞ ≤ ε.
@@ -60,16 +65,17 @@ def mimir_adversarial_example(mae: MaskedAutoencoder, x: Tensor, eps: float = 8 
     def mae_loss_of_input(x_in: Tensor) -> Tensor:
         return mae(x_in, x, mask_ratio=mask_ratio, loss_on="masked")[0]  # fresh mask, clean target
 
-    return mimir_adversarial_input(mae_loss_of_input, x, eps, step_size, random_start=True, steps=attack_steps)
+    return mimir_adversarial_input(mae_loss_of_input, x, eps, step_size, steps=attack_steps)
 
 
-def mimir_objective(mae: MaskedAutoencoder, x: Tensor, *, eps: float = 8 / 255, step_size: float = 10 / 255,
-                    attack_steps: int = 1, mask_ratio: float = 0.75, lam: float = 1e-5,
-                    sigma: float | None = OFFICIAL_SIGMA, hsic: str = "cca") -> tuple[Tensor, dict[str, float]]:
+def mimir_objective(mae: MaskedAutoencoder, x: Tensor, *, eps: float, step_size: float, attack_steps: int,
+                    mask_ratio: float, lam: float, sigma: float | None, hsic: str,
+                    hsic_group: int) -> tuple[Tensor, dict[str, float]]:
     """MIMIR: L_MAE(x′ → x) + λ · HSIC(z(x′), x′), with x′ from `mimir_adversarial_example`.
 
     The attack's loss evaluations and the final forward each draw a fresh random mask (torch's
-    global RNG, which the engine seeds and checkpoints); the target is always the clean x.
+    global RNG, which the engine seeds and checkpoints); the target is always the clean x. The
+    HSIC terms are means over groups of ``hsic_group`` examples (`grouped_hsic`).
 
     Args:
         mae: the masked autoencoder being trained (its mode is left as is).
@@ -80,6 +86,7 @@ def mimir_objective(mae: MaskedAutoencoder, x: Tensor, *, eps: float = 8 / 255, 
         lam: λ, weight of the HSIC penalty; 0 trains adversarial MAE without it.
         sigma: Gaussian kernel width per feature dimension (official 5.0); None = median.
         hsic: estimator of the penalty, "cca" (official) or "normalized".
+        hsic_group: examples per HSIC group (the official per-GPU batch).
 
     Returns:
         (loss, {"recon", "hsic" (the penalty's estimator), "hsic_bounded" (nHSIC ∈ [0, 1]),
@@ -87,25 +94,28 @@ def mimir_objective(mae: MaskedAutoencoder, x: Tensor, *, eps: float = 8 / 255, 
     """
     x_adv = mimir_adversarial_example(mae, x, eps, step_size, attack_steps, mask_ratio)
     recon, _, _, latent = mae(x_adv, x, mask_ratio=mask_ratio, loss_on="masked")  # latent [N, 1+L_keep, D]
-    total, parts = mimir_loss(recon, latent, x_adv, lam, sigma=sigma, hsic_fn=hsic_estimator(hsic))
+    total, parts = mimir_loss(recon, latent, x_adv, lam, sigma=sigma, hsic_fn=hsic_estimator(hsic),
+                              group_size=hsic_group)
     if hsic != "normalized":
         with torch.no_grad():
-            parts["hsic_bounded"] = float(hsic_normalized(latent.detach(), x_adv, sigma, sigma))
+            parts["hsic_bounded"] = float(grouped_hsic(hsic_normalized, latent.detach(), x_adv, sigma, hsic_group))
     else:
         parts["hsic_bounded"] = parts["hsic"]
     return total, parts
 
 
 @PRETRAIN.register("mimir")
-def _mimir(eps_255: float = 8.0, step_255: float = 10.0, attack_steps: int = 1, mask_ratio: float = 0.75,
-           lam: float = 1e-5, sigma: float | None = OFFICIAL_SIGMA, hsic: str = "cca") -> Step:
+def _mimir(*, eps_255: float, step_255: float, attack_steps: int, mask_ratio: float, lam: float,
+           sigma: float | None, hsic: str, hsic_group: int) -> Step:
+    """MIMIR's pretraining step; every argument comes from the run's objective (defaults: config/schema.yaml)."""
     hsic_estimator(hsic)  # fail at build time on a bad name
-    if lam < 0 or attack_steps < 0:
-        raise ConfigError(f"mimir needs lam >= 0 and attack_steps >= 0, got {lam} and {attack_steps}")
+    if lam < 0 or attack_steps < 0 or hsic_group < 2:
+        raise ConfigError(f"mimir needs lam >= 0, attack_steps >= 0 and hsic_group >= 2, got {lam}, "
+                          f"{attack_steps} and {hsic_group}")
 
     def step(mae: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
         return mimir_objective(mae, x, eps=eps_255 / 255, step_size=step_255 / 255, attack_steps=attack_steps,
-                               mask_ratio=mask_ratio, lam=lam, sigma=sigma, hsic=hsic)
+                               mask_ratio=mask_ratio, lam=lam, sigma=sigma, hsic=hsic, hsic_group=hsic_group)
 
     return step
 
@@ -115,5 +125,5 @@ def pretraining_role(objective: dict[str, Any] | None) -> str:
     if not objective:
         return "scratch"
     if objective["name"] == "mimir":
-        return "mimir-lam0" if float(objective.get("lam", 1e-5)) == 0 else "mimir"
+        return "mimir-lam0" if objective.get("lam") == 0 else "mimir"
     return objective["name"]
