@@ -146,7 +146,7 @@ def check_model_and_batches(config: dict[str, Any]) -> None:
                                   f"evenly over {gpus} GPUs")
 
 
-HARD_LABEL_METHODS = ("pgd_at", "trades", "dat")  # their attacks take integer labels [N], not soft targets
+HARD_LABEL_METHODS = ("pgd_at", "trades")  # their attacks take integer labels [N], not soft targets (dat takes both)
 SOFT_TARGET_KEYS = ("mixup_alpha", "cutmix_alpha", "label_smoothing")
 # soft targets a method accepts all the same: PGD-AT's attack ascends the CE of the smoothed targets' arg-max,
 # which is the integer label (official MIMIR finetune.py: torchattacks PGD on the labels, LabelSmoothingCrossEntropy)

@@ -35,14 +35,14 @@ from 3 to 4 for ``frost`` (less image, same frost), and over all severities for
 ``motion_blur`` 3 and 4 are nearly identical (same σ).
 
 Images are float tensors ``[N, 3, H, W]`` in ``[0, 1]``; randomness comes only from
-``numpy.random.default_rng(seed)``.
+``numpy.random.default_rng(seed)``. The published benchmark files (CIFAR-10-C, ImageNet-C) and the
+corruption error (mCE) live in `robust_mim.corruption_benchmark`.
 """
 from __future__ import annotations
 
 import io
 from functools import lru_cache
-from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from PIL import Image
 from scipy import ndimage, sparse
 from torch import Tensor
 
-from robust_mim.errors import ConfigError, DataMissingError
+from robust_mim.errors import ConfigError
 from robust_mim.registry import Registry
 
 Corruption = Callable[[Tensor, int, np.random.Generator], Tensor]
@@ -62,9 +62,6 @@ CORRUPTION_NAMES = (
     "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
     "elastic_transform", "pixelate", "jpeg_compression",
 )
-# Also shipped in the CIFAR-10-C archive (the "extra" corruptions); loadable only.
-EXTRA_CIFAR10C_NAMES = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-CIFAR10C_URL = "https://zenodo.org/record/2535967"
 
 
 def corrupt(x: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
@@ -501,95 +498,3 @@ def jpeg_compression(x: Tensor, severity: int, rng: np.random.Generator) -> Tens
         Image.fromarray(img).save(buf, format="JPEG", quality=quality)
         out[i] = np.asarray(Image.open(buf).convert("RGB"))
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255
-
-
-# ----------------------------------------------------------------------------- CIFAR-10-C files
-
-def load_cifar10c(root: str | Path, name: str, severity: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load one corruption × severity block of the precomputed CIFAR-10-C arrays.
-
-    Layout (as distributed on Zenodo, record 2535967): ``<root>/<name>.npy`` holds
-    uint8 [5·n, 32, 32, 3] (n = 10000, severities 1..5 in order) and
-    ``<root>/labels.npy`` the matching [5·n] labels.
-
-    Args:
-        root: folder with the .npy files. name: a corruption name (15 + 4 extra).
-        severity: 1..5.
-    Returns:
-        x: float32 [n, 3, 32, 32] in [0, 1]; y: int64 [n].
-    """
-    if name not in CORRUPTION_NAMES + EXTRA_CIFAR10C_NAMES:
-        raise ConfigError(f"unknown CIFAR-10-C corruption '{name}' (known: {', '.join(CORRUPTION_NAMES)})")
-    _check_severity(severity)
-    images, labels = _load_npy(Path(root) / f"{name}.npy"), _load_npy(Path(root) / "labels.npy")
-    if images.ndim != 4 or images.shape[-1] != 3 or len(images) % 5 or len(labels) != len(images):
-        raise DataMissingError(f"{Path(root) / name}.npy has shape {images.shape} (labels {labels.shape}); "
-                               f"expected [5*n, H, W, 3] with 5*n labels")
-    n = len(images) // 5
-    block = slice((severity - 1) * n, severity * n)
-    x = torch.from_numpy(np.asarray(images[block], dtype=np.float32) / 255).permute(0, 3, 1, 2)
-    y = np.array(labels[block], dtype=np.int64)  # a copy: the .npy file may be memory-mapped (read-only)
-    return x.contiguous(), torch.from_numpy(y)
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataMissingError(f"CIFAR-10-C file {path} not found; download CIFAR-10-C from "
-                               f"{CIFAR10C_URL} and unpack the .npy files into {path.parent}")
-    return np.load(path, mmap_mode="r")
-
-
-# ----------------------------------------------------------------------------- mCE
-
-ErrorTable = Mapping[str, Mapping[int, float]]
-
-
-def _as_table(table: object) -> dict[str, dict[int, float]]:
-    """Normalise {corruption: {severity: error}} (dict or DataFrame with corruption columns)."""
-    if hasattr(table, "to_dict") and not isinstance(table, Mapping):
-        table = table.to_dict()  # pandas: {column: {index: value}}
-    if not isinstance(table, Mapping) or not table:
-        raise ConfigError("error table must be a non-empty mapping {corruption: {severity: error}}")
-    return {str(c): {int(s): float(e) for s, e in per.items()} for c, per in table.items()}
-
-
-def corruption_errors(error_table: ErrorTable, baseline_table: ErrorTable | None = None) -> dict[str, float]:
-    """Corruption error CE_c = Σ_s E_{s,c} (÷ Σ_s E^base_{s,c} when a baseline is given).
-
-    Args:
-        error_table: {corruption: {severity: error rate}} (a DataFrame with one column
-            per corruption and severities as index works too).
-        baseline_table: the same for the normalising model (AlexNet in Hendrycks &
-            Dietterich); must cover the same corruptions and severities.
-    Returns:
-        {corruption: CE_c}.
-    """
-    errors = _as_table(error_table)
-    base = None if baseline_table is None else _as_table(baseline_table)
-    out = {}
-    for name, per in errors.items():
-        total = sum(per.values())
-        if base is not None:
-            if set(base.get(name, {})) != set(per):
-                raise ConfigError(f"baseline errors for '{name}' must cover severities {sorted(per)}")
-            denom = sum(base[name].values())
-            if denom <= 0:
-                raise ConfigError(f"baseline errors for '{name}' sum to {denom}; cannot normalise")
-            total /= denom
-        out[name] = total
-    return out
-
-
-def mean_corruption_error(errors: ErrorTable, baseline_errors: ErrorTable | None = None) -> dict[str, float]:
-    """mCE (Hendrycks & Dietterich 2019) and the plain mean error over all cells.
-
-    Args:
-        errors, baseline_errors: {corruption: {severity: error rate}}; see
-            `corruption_errors`. Without a baseline, mCE is the unnormalised
-            mean over corruptions of Σ_s E_{s,c}.
-    Returns:
-        {"mCE": mean_c CE_c, "mean_error": mean over all (corruption, severity) errors}.
-    """
-    ce = corruption_errors(errors, baseline_errors)
-    cells = [e for per in _as_table(errors).values() for e in per.values()]
-    return {"mCE": float(np.mean(list(ce.values()))), "mean_error": float(np.mean(cells))}

@@ -15,8 +15,9 @@ an image file that cannot be decoded is a `CorruptDataError` naming the file.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -130,6 +131,12 @@ def load_dataset(name: str, root: str, split: str, image_size: int, download: bo
 SUBSET_SEED = 0  # seed of the class-stratified evaluation subset of class-sorted datasets
 
 
+def _class_sorted(dataset: Dataset) -> bool:
+    """Whether the dataset's labels are sorted by class (an ImageFolder: ``<split>/<class>/``)."""
+    targets = getattr(dataset, "targets", None)
+    return targets is not None and not any(a > b for a, b in zip(targets, targets[1:]))
+
+
 def evaluation_indices(dataset: Dataset, n: int | None) -> list[int]:
     """Which ``n`` examples an evaluation takes (all when ``n`` is None or covers the dataset).
 
@@ -141,16 +148,30 @@ def evaluation_indices(dataset: Dataset, n: int | None) -> list[int]:
     size = len(dataset)
     if n is None or n >= size:
         return list(range(size))
-    targets = getattr(dataset, "targets", None)
-    if targets is None or any(a > b for a, b in zip(targets, targets[1:])):
+    if not _class_sorted(dataset):
         return list(range(n))  # in-memory or already mixed (digits' seeded split, torchvision CIFAR-10)
     g = torch.Generator().manual_seed(SUBSET_SEED)
     by_class: dict[int, list[int]] = {}
-    for i, t in enumerate(targets):
+    for i, t in enumerate(dataset.targets):
         by_class.setdefault(int(t), []).append(i)
     queues = [[idx[j] for j in torch.randperm(len(idx), generator=g).tolist()] for idx in by_class.values()]
     picked = [q[r] for r in range(max(map(len, queues))) for q in queues if r < len(q)][:n]  # round robin
     return sorted(picked)
+
+
+def evaluation_subset(dataset: Dataset, n: int | None) -> dict[str, Any]:
+    """How `evaluation_indices` chose the evaluated examples, for a record's provenance.
+
+    Returns:
+        {"rule": "all" | "first n" (dataset order) | "class-stratified" (classes in turn, each class in a
+        seeded random order), "n", "of" (dataset size), "seed" (class-stratified only), "indices_sha256"
+        (first 12 hex digits of the sha256 of the comma-joined indices: which examples, exactly)}.
+    """
+    indices, size = evaluation_indices(dataset, n), len(dataset)
+    rule = "all" if len(indices) == size else "class-stratified" if _class_sorted(dataset) else "first n"
+    digest = hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:12]
+    seed = {"seed": SUBSET_SEED} if rule == "class-stratified" else {}
+    return {"rule": rule, "n": len(indices), "of": size, **seed, "indices_sha256": digest}
 
 
 def first_examples(dataset: Dataset, n: int | None) -> tuple[Tensor, Tensor]:
@@ -216,5 +237,5 @@ def random_flip(x: Tensor) -> Tensor:
     return torch.where(mirror.to(x.device)[:, None, None, None], x.flip(3), x)
 
 
-__all__ = ["DATASETS", "check_dataset", "epoch_batches", "evaluation_indices", "first_examples", "load_dataset",
-           "load_rgb", "num_classes", "random_crop_flip", "random_flip"]
+__all__ = ["DATASETS", "check_dataset", "epoch_batches", "evaluation_indices", "evaluation_subset", "first_examples",
+           "load_dataset", "load_rgb", "num_classes", "random_crop_flip", "random_flip"]

@@ -96,10 +96,12 @@ def _marker_applies(line: str) -> bool:
     return Marker(line.split(";", 1)[1]).evaluate()
 
 
-def provenance(spec: Any, seed: int, device: str, wall_time_s: float) -> dict[str, Any]:
-    """Provenance block for a record produced from configuration ``spec``."""
+def provenance(spec: Any, seed: int, device: str, wall_time_s: float,
+               subset: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance block for a record produced from configuration ``spec``; ``subset`` says which examples
+    were evaluated (`robust_mim.data.evaluation_subset`: first n or class-stratified, and their hash)."""
     return {**git_commit(), "config_hash": config_hash(spec), "seed": seed, "versions": package_versions(),
-            "environment": lock_status(),
+            "environment": lock_status(), **({"evaluation_subset": subset} if subset is not None else {}),
             "device": device, "host": platform.node(), "wall_time_s": round(wall_time_s, 3),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

@@ -89,6 +89,37 @@ def test_soft_targets_stay_allowed_for_standard_fine_tuning(repo, schema):
     assert validate_config(cfg, schema)["finetune"]["runs"]["mae-ft"]["mixup_alpha"] == 0.8
 
 
+def test_dat_takes_soft_targets_as_the_official_dat(repo, schema):
+    """The official DAT keeps MixUp, CutMix and label smoothing (soft-target attack criterion): allowed."""
+    cfg = _load(repo, "smoke")
+    cfg["finetune"]["runs"]["dat-scratch"].update(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
+    assert validate_config(cfg, schema)["finetune"]["runs"]["dat-scratch"]["label_smoothing"] == 0.1
+
+
+def test_imagenet_dat_run_has_its_reference_augmentation_and_a_from_scratch_baseline(repo, schema):
+    cfg = validate_config(_load(repo, "imagenet"), schema)
+    ft = cfg["finetune"]
+    runs = {m: resolve_run(ft, m) for m in ft["runs"]}
+    keys = ("mixup_alpha", "cutmix_alpha", "label_smoothing")
+    dat = {m: r for m, r in runs.items() if r["method"]["name"] == "dat"}
+    assert dat and all(r[k] > 0 for r in dat.values() for k in keys)
+    for r in dat.values():  # same soft targets as the standard fine-tuning of the same encoder (its reference)
+        ref = next(x for x in runs.values() if x["method"]["name"] == "standard" and x.get("init") == r.get("init"))
+        assert [r[k] for k in keys] == [ref[k] for k in keys]
+    scratch = [r for r in runs.values() if not r.get("init") and r["method"]["name"] == "standard"
+               and "dat" in r["papers"] and not r.get("defense")]
+    assert scratch, "the relative corruption error needs a standard model trained from scratch"
+    assert cfg["dat"]["corruption"]["imagenet_c_root"] and cfg["dat"]["corruption"]["severities"] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("key, size", [("imagenet_c_root", 16), ("cifar10c_root", 16)])
+def test_dat_corruption_files_must_fit_the_image_size(repo, schema, key, size):
+    msg = _error_of(repo, schema, lambda c: c["dat"]["corruption"].update({key: "data/x"}))
+    assert msg.startswith(f"config error at dat.corruption.{key}:") and f"image_size is {size}" in msg
+    both = _error_of(repo, schema, lambda c: c["dat"]["corruption"].update(imagenet_c_root="a", cifar10c_root="b"))
+    assert both.startswith("config error at dat.corruption:") and "not both" in both
+
+
 def test_every_schema_property_has_a_description(schema):
     def walk(node, path):
         for key, sub in node.get("properties", {}).items():

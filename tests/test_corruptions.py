@@ -1,4 +1,4 @@
-"""CIFAR-10-C style corruptions, the CIFAR-10-C loader and mCE."""
+"""CIFAR-10-C style corruptions, the CIFAR-10-C and ImageNet-C loaders, and the corruption error measures (mCE)."""
 from __future__ import annotations
 
 import io
@@ -10,9 +10,11 @@ from PIL import Image
 from scipy import ndimage
 
 from robust_mim import corruptions as C
-from robust_mim.corruptions import (
-    CORRUPTION_NAMES, CORRUPTIONS, corrupt, corruption_errors, load_cifar10c, mean_corruption_error,
+from robust_mim.corruption_benchmark import (
+    ALEXNET_ERRORS, alexnet_mce, corruption_errors, load_cifar10c, load_imagenet_c, mean_corruption_error,
+    unnormalised_corruption_error,
 )
+from robust_mim.corruptions import CORRUPTION_NAMES, CORRUPTIONS, corrupt
 from robust_mim.errors import ConfigError, DataMissingError
 
 RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow", "frost", "fog",
@@ -253,7 +255,51 @@ def test_load_cifar10c_missing_files_say_where_to_get_them(tmp_path):
         load_cifar10c(tmp_path, "rain", 1)
 
 
-# ----------------------------------------------------------------------------- mCE
+# ----------------------------------------------------------------------------- ImageNet-C folders
+
+
+def write_imagenet_c(root, names=("fog",), severities=(1,), classes=("n01", "n02"), per_class=3, size=8):
+    """A tiny ImageNet-C tree <root>/<name>/<s>/<wnid>/<i>.png; pixel value = 10·(class + 1) + severity."""
+    for name in names:
+        for s in severities:
+            for k, wnid in enumerate(classes):
+                folder = root / name / str(s) / wnid
+                folder.mkdir(parents=True)
+                for i in range(per_class):
+                    value = 10 * (k + 1) + int(s or 0)
+                    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(folder / f"{wnid}_{i}.png")
+
+
+def test_load_imagenet_c_takes_the_class_stratified_subset_with_the_clean_labels(tmp_path):
+    """ImageNet-C folders are class-sorted like the validation split: n images = one class after another
+    (not the first n of class 0), read unresized, labelled by the clean split's class order."""
+    from torchvision.datasets import ImageFolder
+
+    from robust_mim.data import evaluation_indices, load_dataset
+
+    write_imagenet_c(tmp_path, severities=(1, 5))
+    x, y = load_imagenet_c(tmp_path, "fog", 5, 2, ["n01", "n02"])
+    assert x.shape == (2, 3, 8, 8) and sorted(y.tolist()) == [0, 1]
+    assert torch.allclose(x[y == 1], torch.full_like(x[y == 1], 25 / 255))  # class n02 at severity 5
+    clean = tmp_path / "clean"
+    write_imagenet_c(clean, names=("test",), severities=("",))  # the same files as a clean test split clean/test/
+    same = evaluation_indices(load_dataset("imagefolder", str(clean), "test", 8), 2)
+    assert evaluation_indices(ImageFolder(str(tmp_path / "fog" / "5")), 2) == same
+    x_all, _ = load_imagenet_c(tmp_path, "fog", 1, None, ["n01", "n02"])
+    assert len(x_all) == 6
+
+
+def test_load_imagenet_c_missing_or_mismatched_folders_are_one_line(tmp_path):
+    with pytest.raises(DataMissingError, match=r"zenodo\.org/record/2235448"):
+        load_imagenet_c(tmp_path, "fog", 1, 2, ["n01", "n02"])
+    write_imagenet_c(tmp_path, classes=("n01",))
+    with pytest.raises(DataMissingError, match="differ from the clean split"):
+        load_imagenet_c(tmp_path, "fog", 1, 2, ["n01", "n02"])
+    with pytest.raises(ConfigError):
+        load_imagenet_c(tmp_path, "rain", 1, 2, ["n01"])
+
+
+# ----------------------------------------------------------------------------- error measures
 
 
 ERRORS = {"fog": {1: 0.1, 2: 0.2}, "snow": {1: 0.3, 2: 0.5}}
@@ -263,23 +309,50 @@ BASELINE = {"fog": {1: 0.2, 2: 0.4}, "snow": {1: 0.4, 2: 0.4}}
 def test_mean_corruption_error_by_hand():
     # CE_fog = (.1 + .2) / (.2 + .4) = .5; CE_snow = (.3 + .5) / (.4 + .4) = 1.0
     assert corruption_errors(ERRORS, BASELINE) == pytest.approx({"fog": 0.5, "snow": 1.0})
-    result = mean_corruption_error(ERRORS, BASELINE)
-    assert result["mCE"] == pytest.approx(0.75)
-    assert result["mean_error"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.5) / 4)
-    # unnormalised: CE_c = Σ_s E_{s,c}, mCE = (0.3 + 0.8) / 2
-    assert mean_corruption_error(ERRORS)["mCE"] == pytest.approx(0.55)
+    assert mean_corruption_error(ERRORS, BASELINE) == pytest.approx(0.75)
+    # unnormalised: a plain error rate, mean over corruptions of the mean over severities (.15 + .4) / 2
+    assert unnormalised_corruption_error(ERRORS) == pytest.approx(0.275)
 
 
 def test_mean_corruption_error_accepts_json_keys_and_dataframes():
     as_json = {c: {str(s): e for s, e in per.items()} for c, per in ERRORS.items()}
-    assert mean_corruption_error(as_json, BASELINE)["mCE"] == pytest.approx(0.75)
+    assert mean_corruption_error(as_json, BASELINE) == pytest.approx(0.75)
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(ERRORS)  # columns = corruptions, index = severities
-    assert mean_corruption_error(frame, pd.DataFrame(BASELINE))["mCE"] == pytest.approx(0.75)
+    assert mean_corruption_error(frame, pd.DataFrame(BASELINE)) == pytest.approx(0.75)
 
 
 def test_mean_corruption_error_rejects_mismatched_baseline():
     with pytest.raises(ConfigError, match="snow"):
         mean_corruption_error(ERRORS, {"fog": BASELINE["fog"], "snow": {1: 0.4}})
     with pytest.raises(ConfigError):
-        mean_corruption_error({})
+        unnormalised_corruption_error({})
+
+
+def test_alexnet_constants_are_the_published_imagenet_c_errors():
+    """15 corruptions, as the ImageNet-C mCE spreadsheet (hendrycks/robustness) and easyrobust's get_ce_alexnet."""
+    assert set(ALEXNET_ERRORS) == set(CORRUPTION_NAMES)
+    assert ALEXNET_ERRORS["gaussian_noise"] == 0.886428 and ALEXNET_ERRORS["brightness"] == 0.564592
+    assert ALEXNET_ERRORS["jpeg_compression"] == 0.606500 and all(0.5 < e < 1 for e in ALEXNET_ERRORS.values())
+
+
+def test_alexnet_mce_is_the_official_imagenet_c_computation():
+    """The official computation (easyrobust evaluate_imagenet_c): per corruption, top-1 accuracy (%) averaged over
+    severities 1-5, CE = (100 - acc) / (100 · AlexNet's error), mCE = mean over the 15 corruptions."""
+    rng = np.random.default_rng(0)
+    errors = {c: {s: float(rng.uniform(0.1, 0.9)) for s in range(1, 6)} for c in CORRUPTION_NAMES}
+    acc = {c: np.mean([100 * (1 - e) for e in per.values()]) for c, per in errors.items()}
+    official = np.mean([(100 - acc[c]) / (ALEXNET_ERRORS[c] * 100) for c in CORRUPTION_NAMES])
+    assert alexnet_mce(errors) == pytest.approx(official)
+    alexnet_itself = {c: {s: ALEXNET_ERRORS[c] for s in range(1, 6)} for c in CORRUPTION_NAMES}
+    assert alexnet_mce(alexnet_itself) == pytest.approx(1.0)  # AlexNet's mCE is 100 % by definition
+    half = {c: {s: e / 2 for s, e in per.items()} for c, per in alexnet_itself.items()}
+    assert alexnet_mce(half) == pytest.approx(0.5) and unnormalised_corruption_error(half) != pytest.approx(0.5)
+
+
+def test_alexnet_mce_needs_every_corruption_at_every_severity():
+    full = {c: {s: 0.5 for s in range(1, 6)} for c in CORRUPTION_NAMES}
+    with pytest.raises(ConfigError, match="fog"):
+        alexnet_mce({**full, "fog": {1: 0.5, 5: 0.5}})  # AlexNet's constants average severities 1-5
+    with pytest.raises(ConfigError, match="snow"):
+        alexnet_mce({c: per for c, per in full.items() if c != "snow"})

@@ -11,8 +11,8 @@ from PIL import Image
 from robust_mim.cli import main
 from robust_mim.cli import common
 from robust_mim.models.vq import load_vq, save_vq
-from robust_mim.papers.dat.measures import (corrupted_batches, corruption_error_rows, corruption_sanity_checks,
-                                            reconstruction_stats)
+from robust_mim.papers.dat.measures import (benchmark_files, corrupted_batches, corruption_error_rows,
+                                            corruption_sanity_checks, error_summary, reconstruction_stats)
 from robust_mim.corruptions import CORRUPTION_NAMES
 from robust_mim.data import first_examples
 from robust_mim.defenses import QuantizedInput, build_defense
@@ -99,9 +99,14 @@ def test_load_vq_rejects_weights_that_are_not_a_vq(tmp_path):
         load_vq(tmp_path / "missing.safetensors")
 
 
-def test_finetune_with_vq_trains_a_dat_model(vq_run, tmp_path):
+SOFT = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "label_smoothing": 0.1}
+
+
+@pytest.mark.parametrize("targets", [{}, SOFT], ids=["labels", "mixup-cutmix-smoothing"])
+def test_finetune_with_vq_trains_a_dat_model(vq_run, tmp_path, targets):
+    """Hard labels, or the official DAT's MixUp + CutMix + label smoothing (soft targets through the engine)."""
     _, paths = vq_run
-    run = {"id": "dat-tiny", "epochs": 1, **TRAIN, "method": {"name": "dat", "eps": 0.1}, "vq": "vq-tiny"}
+    run = {"id": "dat-tiny", "epochs": 1, **TRAIN, "method": {"name": "dat", "eps": 0.1}, "vq": "vq-tiny", **targets}
     out = tmp_path / "clf.safetensors"
     rc = cli("finetune", spec(run), "--out", str(out), "--run-dir", str(tmp_path), "--vq", str(paths["weights"]),
              "--log", str(tmp_path / "log.txt"))
@@ -146,9 +151,14 @@ def test_corruption_eval_covers_every_cell_with_errors_in_range(classifier_weigh
         assert 0 <= r["error"] <= 1 and r["n_examples"] == 24
         assert r["error"] == pytest.approx(1 - r["n_correct"] / 24)
     assert 0 <= record["clean_error"] <= 1
-    assert record["mCE"] == pytest.approx(sum(record["error_by_corruption"].values()) / 15)
+    # generated corruptions: the unnormalised mean error only, never called mCE; no AlexNet normalisation
+    assert "mCE" not in record and record["mCE_alexnet"] is None
+    assert record["mean_corruption_error"] == pytest.approx(sum(record["error_by_corruption"].values()) / 15)
     assert record["mean_error"] == pytest.approx(sum(r["error"] for r in record["rows"]) / 30)
     assert record["params"]["severities"] == [1, 5] and record["params"]["quantized_input"] is False
+    assert record["corruption_benchmark"].startswith("generated 16x16")
+    subset = record["provenance"]["evaluation_subset"]  # digits' seeded test split: its first 24 of 359
+    assert subset["rule"] == "first n" and subset["n"] == 24 and subset["of"] == 359
 
 
 def test_corrupted_images_are_the_same_for_every_evaluation():
@@ -216,6 +226,34 @@ def test_cifar10c_files_replace_the_generated_corruptions(tmp_path):
     with torch.no_grad():
         always_zero[1].bias.copy_(torch.arange(10, 0, -1).float())  # argmax = class 0
     x, y = torch.rand(n, 3, 32, 32), torch.full((n,), 7)  # ignored: the files' images and labels are used
-    rows = corruption_error_rows(always_zero, x, y, [1, 5], cifar10c_root=str(tmp_path))
+    files = benchmark_files({"cifar10c_root": str(tmp_path)}, n, [])
+    rows = corruption_error_rows(always_zero, x, y, [1, 5], files=files)
     assert {r["severity"]: r["error"] for r in rows if r["corruption"] == "fog"} == {1: 0.5, 5: 0.0}
     assert all(r["n_examples"] == n for r in rows) and len(rows) == 30
+
+
+def test_imagenet_c_files_give_the_papers_alexnet_normalised_mce(tmp_path):
+    """With ImageNet-C folders at severities 1-5 the record's summary holds the paper's mCE: each corruption's
+    error (mean over severities) divided by AlexNet's, averaged; with fewer severities it holds none."""
+    import numpy as np
+
+    from robust_mim.corruption_benchmark import ALEXNET_ERRORS
+
+    for name in CORRUPTION_NAMES:  # 2 images of class n01, 2 of n02 per folder; the model always says n01
+        for s in range(1, 6):
+            for wnid in ("n01", "n02"):
+                (tmp_path / name / str(s) / wnid).mkdir(parents=True)
+                for i in range(2):
+                    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name / str(s) / wnid / f"{i}.png")
+    always_zero = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    torch.nn.init.zeros_(always_zero[1].weight)
+    with torch.no_grad():
+        always_zero[1].bias.copy_(torch.tensor([1.0, 0.0]))
+    files = benchmark_files({"imagenet_c_root": str(tmp_path)}, 2, ["n01", "n02"])  # class-stratified: 1 + 1
+    x, y = torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)  # ignored
+    rows = corruption_error_rows(always_zero, x, y, [1, 2, 3, 4, 5], files=files)
+    assert len(rows) == 75 and all(r["error"] == 0.5 and r["n_examples"] == 2 for r in rows)
+    summary = error_summary(rows, reports_alexnet=True)
+    expected = sum(0.5 / ALEXNET_ERRORS[c] for c in CORRUPTION_NAMES) / 15
+    assert summary["mCE_alexnet"] == pytest.approx(expected) and summary["mean_corruption_error"] == 0.5
+    assert error_summary(rows, reports_alexnet=False)["mCE_alexnet"] is None

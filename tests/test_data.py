@@ -48,6 +48,27 @@ def test_a_class_sorted_folder_is_evaluated_on_a_class_stratified_subset(tmp_pat
     assert evaluation_indices(ds, None) == list(range(6))
 
 
+def test_records_say_which_evaluation_subset_they_measured(tmp_path, digits16):
+    """provenance.evaluation_subset: how the examples were chosen (first n / class-stratified with its seed /
+    all) and a hash of exactly which indices — the same indices the evaluations take."""
+    import hashlib
+
+    from robust_mim.data import evaluation_indices, evaluation_subset
+    from robust_mim.records import provenance
+
+    _write_tree(tmp_path)  # class-sorted: 3 images of class 0, then 3 of class 1
+    ds = load_dataset("imagefolder", str(tmp_path), "test", 8)
+    sub = evaluation_subset(ds, 4)
+    digest = hashlib.sha256(",".join(map(str, evaluation_indices(ds, 4))).encode()).hexdigest()[:12]
+    assert sub == {"rule": "class-stratified", "n": 4, "of": 6, "seed": 0, "indices_sha256": digest}
+    assert evaluation_subset(ds, None)["rule"] == evaluation_subset(ds, 6)["rule"] == "all"
+    first = evaluation_subset(digits16[1], 10)
+    assert first["rule"] == "first n" and first["n"] == 10 and "seed" not in first
+    assert first["indices_sha256"] == hashlib.sha256(",".join(map(str, range(10))).encode()).hexdigest()[:12]
+    assert provenance({}, 0, "cpu", 0.0, sub)["evaluation_subset"] == sub
+    assert "evaluation_subset" not in provenance({}, 0, "cpu", 0.0)
+
+
 @pytest.mark.parametrize("name", ["imagefolder", "imagenet", "cifar10"])
 def test_missing_data_gives_one_clear_line_naming_the_path(tmp_path, name):
     with pytest.raises(DataMissingError) as err:

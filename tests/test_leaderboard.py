@@ -61,7 +61,8 @@ def results(tmp_path: Path) -> Path:
         init=None, pretrain_objective=None, sigma=0.25, n0=10, n=50, alpha=0.001, n_images=100, max_radius=0.28,
         certification_note="N = 50", empirical_check={"summary": [], "rows": []}, sanity_checks=[])
     _write(res, "alpha", "corruption", "corruption", [{"corruption": "fog", "severity": 1, "error": 0.3,
-                                                       "n_examples": 100}], mCE=0.3, clean_error=0.1, paper=["dat"])
+                                                       "n_examples": 100}], mean_corruption_error=0.3, clean_error=0.1,
+           paper=["dat"])
     _write(res, "ens-ab", "chen", "chen-pgd-linf", [_acc(0.0, 0.8), _acc(8 / 255, 0.1)], paper=["chen"],  # ensemble
            headline_eps=8 / 255, chen_kind="ensemble", chen_task="rotation+rotation", chen_pretraining="P3",
            chen_finetuning="mixed", attack_steps=5, attack_step_255=2, members="alpha,beta")
@@ -97,8 +98,8 @@ def test_certified_and_corruption_columns_only_where_measured(results):
     assert board.loc["gamma", "certified r=0.25 (%)"] == pytest.approx(42.0)
     assert pd.isna(board.loc["gamma", "certified r=0.5 (%)"])  # beyond the radius N allows: not a 0
     assert pd.isna(board.loc["alpha", "certified r=0.25 (%)"])
-    assert board.loc["alpha", "corruption error (%)"] == pytest.approx(30.0)
-    assert pd.isna(board.loc["beta", "corruption error (%)"])
+    assert board.loc["alpha", "corruption error, unnormalised (%)"] == pytest.approx(30.0)
+    assert pd.isna(board.loc["beta", "corruption error, unnormalised (%)"])
 
 
 def test_failed_sanity_check_is_visibly_flagged(results):

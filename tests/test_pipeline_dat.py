@@ -24,6 +24,7 @@ def test_every_dat_model_has_a_corruption_record_covering_every_cell(pipeline):
         assert {(r["corruption"], r["severity"]) for r in rec["rows"]} == {(c, s) for c in CORRUPTION_NAMES for s in severities}
         assert all(0 <= r["error"] <= 1 and r["n_examples"] == rec["n_examples"] for r in rec["rows"])
         assert rec["n_examples"] == CONFIG["dat"]["corruption"]["n_examples"]
+        assert rec["provenance"]["evaluation_subset"]["n"] == rec["n_examples"] and "mCE" not in rec
 
 
 def test_every_vq_run_has_weights_a_record_and_a_reconstruction_figure(pipeline):
@@ -42,7 +43,8 @@ def test_notebook_05_was_executed_with_its_table_claims_and_figures(pipeline):
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = json.dumps(outputs)
-    assert "mCE vs standard" in text and "<details>" in text and "31.4" in text
+    assert "corruption error vs standard" in text and "mCE vs standard" not in text
+    assert "<details>" in text and "31.4" in text
     assert any(verdict in text for verdict in ("held", "not run at this scale", "inconclusive (within noise)"))
     figures = pipeline / "figures" / "test" / "05_dat"
     assert (figures / "corruption_error_by_corruption_and_severity.png").stat().st_size > 5000

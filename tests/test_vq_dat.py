@@ -181,3 +181,32 @@ def test_dat_records_the_fraction_of_vq_codes_its_perturbation_changes(digits):
     assert still["codes_changed"] == 0.0 and still["images_codes_changed"] == 0.0  # δ = 0 changes no code
     _, big = dat_loss(model, vq, x, y, eps=20.0)  # an L2 step far beyond the paper's 0.1
     assert 0 < big["codes_changed"] <= 1 and 0 < big["images_codes_changed"] <= 1
+
+
+def test_dat_attacks_and_trains_on_soft_targets_as_the_official_mixup_criterion(digits):
+    """MixUp/CutMix/label smoothing hand DAT soft targets [N, K]: one-hot targets reproduce the hard-label step
+    exactly; mixed targets give the soft-target CE −Σ t log softmax (timm's SoftTargetCrossEntropy) in the
+    attack and both loss terms, and the attack raises that loss."""
+    torch.manual_seed(0)
+    x, y = digits[0][:16], digits[1][:16]
+    model, vq = tiny_cnn(), tiny_vq()
+    vq(x)  # k-means initialisation of the codebook
+    vq.eval()
+    one_hot = F.one_hot(y, 10).float()  # [N, K]
+    g_hard, g_soft = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    hard = dat_loss(model, vq, x, y, generator=g_hard)
+    soft = dat_loss(model, vq, x, one_hot, generator=g_soft)
+    assert soft[0].item() == pytest.approx(hard[0].item(), rel=1e-6) and soft[1] == pytest.approx(hard[1])
+    lam, perm = 0.7, torch.roll(torch.arange(16), 1)
+    mixed_x = lam * x + (1 - lam) * x[perm]
+    mixed = 0.9 * (lam * one_hot + (1 - lam) * one_hot[perm]) + 0.1 / 10  # MixUp + label smoothing 0.1
+    loss, terms = dat_loss(model, vq, mixed_x, mixed)
+    soft_ce = -(mixed * model(mixed_x).log_softmax(1)).sum(1).mean().item()
+    assert terms["ce_clean"] == pytest.approx(soft_ce, rel=1e-5) and torch.isfinite(loss)
+    assert terms["acc"] == pytest.approx((model(mixed_x).argmax(1) == mixed.argmax(1)).float().mean().item())
+    x_hat = vq.quantize_image(mixed_x)
+    delta = dat_perturbation(model, x_hat, mixed, random_start=False)
+    with torch.no_grad():
+        before = -(mixed * model(x_hat).log_softmax(1)).sum(1).mean()
+        after = -(mixed * model(x_hat + delta).log_softmax(1)).sum(1).mean()
+    assert after > before and delta.flatten(1).norm(dim=1).max() <= 0.1 + 1e-5

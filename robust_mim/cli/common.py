@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 import robust_mim.distributed as distributed
 from robust_mim.checkpoints import load_strict
-from robust_mim.data import check_dataset, first_examples, load_dataset, num_classes
+from robust_mim.data import check_dataset, evaluation_subset, first_examples, load_dataset, num_classes
 from robust_mim.distributed import DistContext
 from robust_mim.engine import TrainConfig, pick_device
 from robust_mim.models.classifier import ImageClassifier
@@ -53,10 +53,16 @@ def dataset(spec: dict[str, Any], split: str) -> Dataset:
 
 
 def first_test_examples(spec: dict[str, Any], n: int | None) -> tuple[Tensor, Tensor, int]:
-    """The first ``n`` test images [n, 3, H, W] (all when None), their labels [n], and the number of classes."""
+    """The ``n`` evaluation images [n, 3, H, W] of the test split (all when None; `evaluation_indices`: the first
+    n, class-stratified for a class-sorted folder), their labels [n], and the number of classes."""
     test_set = dataset(spec, "test")
     x, y = first_examples(test_set, n)
     return x, y, num_classes(test_set)
+
+
+def evaluated_subset(spec: dict[str, Any], n: int | None) -> dict[str, Any]:
+    """Which ``n`` test examples `first_test_examples` takes, for the provenance of a record evaluated on them."""
+    return evaluation_subset(dataset(spec, "test"), n)
 
 
 def device(spec: dict[str, Any]) -> torch.device:
@@ -193,19 +199,20 @@ def write_attack_records(args: argparse.Namespace, spec: dict[str, Any], results
     """One record per attack result in ``args.out_dir`` (``<evaluation>.json``) and one of the sanity checks.
 
     Args:
-        results: `run_suite` / `run_evaluation` results of model ``args.model_id`` on ``n`` images.
+        results: `run_suite` / `run_evaluation` results of model ``args.model_id`` on the ``n`` images of
+            `first_test_examples` (recorded in each record's provenance, `evaluated_subset`).
         checks: their sanity checks (the rows of ``sanity.json``, whose evaluation is ``sanity``).
         shared: fields of every record (paper, method, sanity_checks...), after the result's own ``fields(r)``.
     """
-    out = Path(args.out_dir)
+    out, subset = Path(args.out_dir), evaluated_subset(spec, n)
     for r in results:
         write_record(out / f"{r['evaluation']}.json", make_record(
             args.model_id, r["evaluation"], spec["profile"], r["rows"], n_examples=n, params=r["params"],
-            provenance=provenance(spec, spec["seed"], dev, r.get("wall_time_s", 0.0)), **fields(r), **shared))
+            provenance=provenance(spec, spec["seed"], dev, r.get("wall_time_s", 0.0), subset), **fields(r), **shared))
     rows = [{"check": c["check"], "passed": c["passed"], "details": c.get("details", {})} for c in checks]
     write_record(out / "sanity.json", make_record(
         args.model_id, sanity, spec["profile"], rows, n_examples=n, params={},
-        provenance=provenance(spec, spec["seed"], dev, 0.0), **shared))
+        provenance=provenance(spec, spec["seed"], dev, 0.0, subset), **shared))
 
 
 def run_hash(spec: dict[str, Any]) -> str:

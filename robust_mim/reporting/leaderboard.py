@@ -3,9 +3,9 @@
 Every classifier the pipeline trains (every model with the shared robustness suite of rule
 ``attack_eval``) is one row: clean accuracy, PGD L∞ over ε, AutoAttack, PGD L2, adaptive attacks
 (EOT, BPDA, feature-space PGD, PGD-MI), the headline robust accuracy (per-example worst case over every
-L∞ attack), mCE and certified accuracy where measured, training cost (Snakemake's benchmark files)
-and failed sanity checks. Functions over the records DataFrame are pure; ``load_*`` functions only
-read files the pipeline wrote. Nothing here attacks or recomputes a number.
+L∞ attack), the unnormalised mean corruption error and certified accuracy where measured, training
+cost (Snakemake's benchmark files) and failed sanity checks. Functions over the records DataFrame are
+pure; ``load_*`` functions only read files the pipeline wrote. Nothing here attacks or recomputes a number.
 """
 from __future__ import annotations
 
@@ -140,12 +140,15 @@ def certified_at(df: pd.DataFrame, radius: float) -> pd.Series:
 
 
 def mean_corruption_error(df: pd.DataFrame) -> pd.Series:
-    """Mean corruption error (%) per model as its ``corruption`` record states it (field ``mCE``: the mean over
-    corruptions of the error averaged over severities, not normalised by a reference model)."""
-    if "mCE" not in df:
+    """Unnormalised mean corruption error (%) per model as its ``corruption`` record states it (field
+    ``mean_corruption_error``, called ``mCE`` by records written before it was renamed: the mean over corruptions
+    of the error averaged over severities — not the paper's mCE, which divides by AlexNet's errors)."""
+    fields = [f for f in ("mean_corruption_error", "mCE") if f in df]
+    if not fields:
         return pd.Series(dtype=float)
-    rows = df[(df["evaluation"] == "corruption") & df["mCE"].notna()]
-    return rows.groupby("model_id")["mCE"].first().astype(float) * 100
+    value = df[fields].astype(float).bfill(axis=1).iloc[:, 0]  # the new field, else the old one
+    rows = df.assign(_error=value)[(df["evaluation"] == "corruption") & value.notna()]
+    return rows.groupby("model_id")["_error"].first() * 100
 
 
 def failed_checks(df: pd.DataFrame) -> pd.Series:
@@ -179,8 +182,8 @@ def leaderboard(df: pd.DataFrame, costs: pd.DataFrame | None = None, eps_255: It
     Columns: papers, defense, clean, PGD L∞ at each ε, AutoAttack (official where run, else the ART
     ensemble) and PGD L2 at ``l2_eps``, ``adaptive (worst)`` (EOT / BPDA / feature / MI attacks, where
     run), ``robust accuracy`` (the headline: per-example worst case over every L∞ attack at the headline
-    ε, `headline_worst_case`) and the attack that broke most examples,
-    mCE and certified accuracy where measured, n (test images), training cost (from ``costs``:
+    ε, `headline_worst_case`) and the attack that broke most examples, the unnormalised mean corruption
+    error and certified accuracy where measured, n (test images), training cost (from ``costs``:
     `training_cost`) and the failed sanity checks. Rows are sorted by robust accuracy, best first. ``models`` keeps only those ids (e.g. the configured
     ones, leaving out records of models since removed from the config).
     """
@@ -201,7 +204,7 @@ def leaderboard(df: pd.DataFrame, costs: pd.DataFrame | None = None, eps_255: It
     worst = headline_worst_case(sub, head / 255)
     out[f"{ROBUST} (worst case) {head:g}/255 (%)"] = worst["accuracy"]
     out["worst attack"] = worst["attack"]
-    out["corruption error (%)"] = mean_corruption_error(sub)
+    out["corruption error, unnormalised (%)"] = mean_corruption_error(sub)
     for r in radii:
         out[f"certified r={r:g} (%)"] = certified_at(sub, r)
     out["n"] = sub[sub["evaluation"] == "pgd-linf"].groupby("model_id")["n_examples"].max()  # the shared suite's
@@ -398,7 +401,7 @@ def record_summary(rec: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("evaluation", "attack", "threat_model", "surrogate", "n_examples", "params", "rows")
     return {**{k: rec.get(k) for k in keep}, "record": rec.get("_path"),
             "provenance": {k: prov.get(k) for k in ("git_commit", "git_dirty", "config_hash", "seed", "device",
-                                                     "wall_time_s", "date", "versions")}}
+                                                     "wall_time_s", "date", "versions", "evaluation_subset")}}
 
 
 def model_card(model_id: str, board: pd.DataFrame, records: list[Mapping[str, Any]], settings: Mapping[str, Any],

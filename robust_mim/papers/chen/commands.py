@@ -20,7 +20,7 @@ import torch
 
 from robust_mim.cli import command
 from robust_mim.cli import common
-from robust_mim.data import first_examples, num_classes
+from robust_mim.data import evaluation_subset, first_examples, num_classes
 from robust_mim.distributed import DistContext
 from robust_mim.engine import fit
 from robust_mim.errors import ConfigError
@@ -80,13 +80,15 @@ def _pretrain_pretext(args: argparse.Namespace, spec: dict, ctx: DistContext, de
 def _pretext_record(spec: dict, model: PretextModel, history: list[dict], device: torch.device,
                     train_s: float) -> dict:
     ev, run = spec["chen_eval"], spec["run"]
-    x, _ = first_examples(common.dataset(spec, "test"), ev["n_examples"])
+    test_set = common.dataset(spec, "test")
+    x, _ = first_examples(test_set, ev["n_examples"])
     generator = torch.Generator(device=device).manual_seed(spec["seed"])
     t0 = time.perf_counter()
     rows = evaluate_pretext(model, x.to(device), ev["eps_255"] / 255, ev["step_255"] / 255, ev["steps"],
                             ev["batch_size"], generator)
     rows = [{**r, "task": task_label(r["task"])} for r in rows]  # the record's label (selfie-like)
-    prov = provenance(spec, spec["seed"], str(device), time.perf_counter() - t0)
+    prov = provenance(spec, spec["seed"], str(device), time.perf_counter() - t0,
+                      evaluation_subset(test_set, ev["n_examples"]))
     cell = grid_cell({"method": {"name": "standard"}}, run["objective"])
     return make_record(run["id"], "pretext", spec["profile"], rows, n_examples=int(x.shape[0]),
                        params={"eps": ev["eps_255"] / 255, "step_size": ev["step_255"] / 255, "steps": ev["steps"]},
@@ -144,7 +146,8 @@ def _pgd_record(args: argparse.Namespace, spec: dict, result: dict, checks: list
     cell = cells[0] if len(cells) == 1 else ensemble_cell(cells)
     return make_record(
         args.model_id, result["evaluation"], spec["profile"], result["rows"], n_examples=n, params=result["params"],
-        provenance=provenance(spec, spec["seed"], dev, result["wall_time_s"]), paper=["chen"],
+        provenance=provenance(spec, spec["seed"], dev, result["wall_time_s"], common.evaluated_subset(spec, n)),
+        paper=["chen"],
         scale_note=spec["scale_note"], attack=result["attack"], threat_model=result["threat_model"],
         attack_steps=ev["steps"], attack_step_255=ev["step_255"], headline_eps=ev["eps_255"] / 255,
         chen_kind="single" if len(runs) == 1 else "ensemble", chen_task=cell["task"],

@@ -6,11 +6,14 @@
   `load_vq`), writes a record of the reconstruction PSNR and codebook usage on the test split,
   and a PNG of test images (top row) above their reconstructions Q(x) (bottom row).
 - ``corruption-eval`` measures a classifier on the corruption benchmark: the 15 corruptions of
-  Hendrycks & Dietterich × the configured severities, generated on the fly from the first n
-  test images (`robust_mim.corruptions.corrupt`), or read from the CIFAR-10-C ``.npy`` files
-  when ``dat.corruption.cifar10c_root`` is set. One record: per-cell error, clean error, error per
-  corruption (mean over severities) and their mean ``mCE`` (unnormalised); mCE relative to the
-  standard-training model is computed from the records by `robust_mim.papers.dat.tables`.
+  Hendrycks & Dietterich × the configured severities, generated on the fly from the evaluation
+  subset of the test split (`robust_mim.corruptions.corrupt`), or read from the CIFAR-10-C ``.npy``
+  files (``dat.corruption.cifar10c_root``) or the ImageNet-C folders (``dat.corruption.imagenet_c_root``).
+  One record: per-cell error, clean error, error per corruption (mean over severities), their mean
+  ``mean_corruption_error`` (unnormalised, a plain error rate) and, on ImageNet-C at severities 1–5,
+  ``mCE_alexnet`` — the paper's mCE, each corruption's error divided by AlexNet's
+  (`robust_mim.corruption_benchmark.alexnet_mce`). The error relative to the profile's standard model
+  is computed from the records by `robust_mim.papers.dat.tables`.
 
 A model that quantizes its input at test time (a run with ``defense: {name: vq}`` and ``vq: <id>``,
 `robust_mim.defenses.QuantizedInput`) is evaluated behind Q here, and attacked by the shared
@@ -30,12 +33,14 @@ from robust_mim.attacks.core import predict_labels
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.corruptions import CORRUPTION_NAMES
-from robust_mim.data import first_examples
+from robust_mim.corruption_benchmark import SEVERITIES
+from robust_mim.data import evaluation_subset, first_examples, num_classes
 from robust_mim.defenses import build_defense
 from robust_mim.engine import fit
-from robust_mim.errors import ConfigError
 from robust_mim.models.vq import VQ_ARCH_KEYS, build_vq, load_vq, save_vq
-from robust_mim.papers.dat.measures import (corruption_error_rows, corruption_sanity_checks, reconstruction_stats,
+from robust_mim.papers.dat.checks import check_corruption
+from robust_mim.papers.dat.measures import (benchmark_files, benchmark_name, corruption_error_rows,
+                                            corruption_sanity_checks, error_summary, reconstruction_stats,
                                             save_reconstruction_grid, vq_sanity_checks)
 from robust_mim.records import config_hash, make_record, provenance, write_record
 
@@ -65,7 +70,8 @@ def train_vq(args: argparse.Namespace) -> None:
     x, _ = first_examples(test_set, run.get("eval_examples"))
     stats = reconstruction_stats(vq.eval(), x.to(dev), run["batch_size"])
     save_reconstruction_grid(vq, x[: run["recon_examples"]].to(dev), args.figure)
-    _write_vq_record(args, spec, stats, history, len(x), str(dev), time.perf_counter() - start)
+    subset = evaluation_subset(test_set, run.get("eval_examples"))
+    _write_vq_record(args, spec, stats, history, subset, str(dev), time.perf_counter() - start)
     log(f"test PSNR {stats['psnr']:.2f} dB, codebook usage {stats['usage']:.3f}, perplexity {stats['perplexity']:.1f}")
 
 
@@ -73,16 +79,16 @@ def _arch(run: dict[str, Any]) -> dict[str, Any]:
     return {k: run[k] for k in VQ_ARCH_KEYS if k in run}
 
 
-def _write_vq_record(args: argparse.Namespace, spec: dict, stats: dict[str, float], history: list[dict], n: int,
-                     dev: str, wall: float) -> None:
+def _write_vq_record(args: argparse.Namespace, spec: dict, stats: dict[str, float], history: list[dict],
+                     subset: dict, dev: str, wall: float) -> None:
     run = spec["run"]
     train_keys = ("epochs", "batch_size", "blr", "weight_decay", "warmup_epochs", "betas", "augment")
     params = {**_arch(run), **{k: run[k] for k in train_keys if k in run}}
     write_record(args.record, make_record(
-        run["id"], "vq-reconstruction", spec["profile"], [{"split": "test", "n_images": n, **stats}],
-        n_examples=n, params=params, provenance=provenance(spec, spec["seed"], dev, wall), paper=["dat"],
-        scale_note=spec["scale_note"], sanity_checks=vq_sanity_checks(stats), reconstructions=str(args.figure),
-        train_final=history[-1] if history else {}))
+        run["id"], "vq-reconstruction", spec["profile"], [{"split": "test", "n_images": subset["n"], **stats}],
+        n_examples=subset["n"], params=params, provenance=provenance(spec, spec["seed"], dev, wall, subset),
+        paper=["dat"], scale_note=spec["scale_note"], sanity_checks=vq_sanity_checks(stats),
+        reconstructions=str(args.figure), train_final=history[-1] if history else {}))
 
 
 # ----------------------------------------------------------------------------- corruption-eval
@@ -99,18 +105,20 @@ def corruption_eval(args: argparse.Namespace) -> None:
     """Error of one classifier on 15 corruptions × the configured severities (one record)."""
     spec, log = args.spec, common.make_logger(args.log)
     cfg, dev = spec["dat"]["corruption"], common.device(spec)
-    root = cfg.get("cifar10c_root")
-    x, y, k = common.first_test_examples(spec, cfg["n_examples"])
-    if root and spec["data"]["image_size"] != 32:
-        raise ConfigError(f"dat.corruption.cifar10c_root needs 32x32 images, the profile has {spec['data']['image_size']}")
+    check_corruption(cfg, spec["data"]["image_size"], "dat.corruption")
+    test_set = common.dataset(spec, "test")
+    (x, y), k = first_examples(test_set, cfg["n_examples"]), num_classes(test_set)
+    files = benchmark_files(cfg, cfg["n_examples"], list(getattr(test_set, "classes", [])))
     model = _evaluated_model(spec, args, k, dev)
     log(f"corruption-eval {args.model_id}: {len(CORRUPTION_NAMES)} corruptions x severities {cfg['severities']} "
-        f"on {len(y)} images ({'CIFAR-10-C files' if root else 'generated'})")
+        f"on {len(y)} images ({benchmark_name(cfg, spec['data']['image_size'])})")
     start = time.perf_counter()
     x, y = x.to(dev), y.to(dev)
     clean_correct = int((predict_labels(model, x, cfg["batch_size"]) == y).sum())
-    rows = corruption_error_rows(model, x, y, cfg["severities"], cfg["seed"], cfg["batch_size"], root)
-    _write_corruption(args, spec, rows, 1 - clean_correct / len(y), len(y), str(dev), time.perf_counter() - start)
+    rows = corruption_error_rows(model, x, y, cfg["severities"], cfg["seed"], cfg["batch_size"], files)
+    subset = evaluation_subset(test_set, cfg["n_examples"])
+    _write_corruption(args, spec, rows, 1 - clean_correct / len(y), len(y), subset, str(dev),
+                      time.perf_counter() - start)
 
 
 def _evaluated_model(spec: dict, args: argparse.Namespace, k: int, dev: torch.device) -> nn.Module:
@@ -122,29 +130,26 @@ def _evaluated_model(spec: dict, args: argparse.Namespace, k: int, dev: torch.de
     return defended.eval()
 
 
-def _write_corruption(args: argparse.Namespace, spec: dict, rows: list[dict], clean_error: float, n: int, dev: str,
-                      wall: float) -> None:
-    """One record; ``mCE`` is the unnormalised mean corruption error (mean over corruptions of the error
-    averaged over severities, a fraction); mCE relative to a baseline model is left to the tables."""
-    from robust_mim.corruptions import corruption_errors
-
+def _write_corruption(args: argparse.Namespace, spec: dict, rows: list[dict], clean_error: float, n: int,
+                      subset: dict, dev: str, wall: float) -> None:
+    """One record: the cells, the clean error, and `error_summary` — the unnormalised mean corruption error
+    (``mean_corruption_error``, a fraction) and, on ImageNet-C at severities 1–5 only, the paper's
+    AlexNet-normalised mCE (``mCE_alexnet``); errors relative to the standard model are left to the tables."""
     cfg, run = spec["dat"]["corruption"], spec["run"]
-    table: dict[str, dict[int, float]] = {}
-    for r in rows:
-        table.setdefault(r["corruption"], {})[r["severity"]] = r["error"]
-    by_corruption = {c: ce / len(table[c]) for c, ce in corruption_errors(table).items()}  # mean over severities
-    mce = sum(by_corruption.values()) / len(by_corruption)
-    source = (f"CIFAR-10-C files in {cfg['cifar10c_root']}" if cfg.get("cifar10c_root") else
-              "generated on the fly by robust_mim.corruptions (frost uses a procedural texture)")
+    benchmark = benchmark_name(cfg, spec["data"]["image_size"])
+    alexnet = bool(cfg.get("imagenet_c_root")) and sorted(cfg["severities"]) == list(SEVERITIES)
+    summary = error_summary(rows, alexnet)
     params = {"severities": cfg["severities"], "seed": cfg["seed"], "corruptions": list(CORRUPTION_NAMES),
-              "source": source, "quantized_input": (run.get("defense") or {}).get("name") == "vq"}
+              "source": benchmark, "root": cfg.get("cifar10c_root") or cfg.get("imagenet_c_root"),
+              "quantized_input": (run.get("defense") or {}).get("name") == "vq"}
     write_record(args.out, make_record(
         args.model_id, "corruption", spec["profile"], rows, n_examples=n, params=params,
-        provenance=provenance(spec, spec["seed"], dev, wall), paper=run.get("papers", []),
+        provenance=provenance(spec, spec["seed"], dev, wall, subset), paper=run.get("papers", []),
         scale_note=spec["scale_note"], init=run.get("init"), method=run.get("method", {}).get("name"),
         method_settings=run.get("method", {}), vq=run.get("vq"), epochs=run.get("epochs"),
-        defense=run.get("defense"), clean_error=clean_error, mCE=mce,
-        mean_error=sum(r["error"] for r in rows) / len(rows), error_by_corruption=by_corruption,
+        defense=run.get("defense"), clean_error=clean_error, corruption_benchmark=benchmark, **summary,
         sanity_checks=corruption_sanity_checks(rows, clean_error, n)))
-    common.make_logger(args.log)(f"clean error {clean_error:.3f}, mean corruption error {mce:.3f} "
-                                 f"({len(rows)} cells) in {wall:.1f}s")
+    alexnet_line = f", AlexNet-normalised mCE {summary['mCE_alexnet']:.3f}" if alexnet else ""
+    common.make_logger(args.log)(f"clean error {clean_error:.3f}, mean corruption error (unnormalised) "
+                                 f"{summary['mean_corruption_error']:.3f}{alexnet_line} ({len(rows)} cells) "
+                                 f"in {wall:.1f}s")

@@ -15,6 +15,11 @@ deliberate differences: the random start is uniform *inside* the L2 ball (offici
 on the sphere, with probability 0.8), and the re-quantization uses the straight-through
 estimator (`VQAutoencoder.quantize_image_st`), the paper's gradient rule for Q; since
 x̂ + δ is detached, the training gradient reaches the classifier only either way.
+
+Soft targets: with MixUp, CutMix or label smoothing the step receives soft targets [N, K]
+(`robust_mim.engine.mix_batch`), and, as the official code (``attack_criterion='mixup'``, timm's
+``SoftTargetCrossEntropy`` for both the attack and the loss), the attack and both loss terms are
+the soft-target cross-entropy −Σ_k t_k log softmax(f(·))_k; with labels [N] they are the usual CE.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ def dat_perturbation(model: nn.Module, x_hat: Tensor, y: Tensor, eps: float = DA
     Args:
         model: classifier [N, 3, H, W] in [0, 1] -> logits [N, K].
         x_hat: quantized images Q(x) [N, 3, H, W] in [0, 1].
-        y: labels [N].
+        y: labels [N] or soft targets [N, K] (rows summing to 1; the attack then ascends the soft-target CE).
         eps: L2 radius in pixel units; the step size equals ε (official attack_lr).
         random_start: start from a point drawn uniformly in the ball around x̂.
         generator: optional generator for the random start.
@@ -77,7 +82,8 @@ def dat_loss(model: nn.Module, vq: VQAutoencoder, x: Tensor, y: Tensor, eps: flo
     Args:
         model: classifier being trained, [N, 3, H, W] in [0, 1] -> logits [N, K].
         vq: VQ autoencoder; run in eval mode without gradient (its mode is restored).
-        x: clean images [N, 3, H, W] in [0, 1]; y: labels [N].
+        x: clean images [N, 3, H, W] in [0, 1]; y: labels [N] or soft targets [N, K] (MixUp/CutMix/label
+            smoothing: both CE terms and the attack are then soft-target CE; accuracies use argmax_k y).
         eps: L2 radius of δ in pixel units (paper: 0.1).
         random_start, generator: see `dat_perturbation`.
     Returns:
@@ -95,12 +101,13 @@ def dat_loss(model: nn.Module, vq: VQAutoencoder, x: Tensor, y: Tensor, eps: flo
         changed = codes_changed(vq, x_hat, x_pert)  # [N]
         x_adv = vq.quantize_image_st(x_pert).clamp(0, 1)  # re-quantized
     logits, logits_adv = model(x), model(x_adv)
-    ce_clean, ce_adv = F.cross_entropy(logits, y), F.cross_entropy(logits_adv, y)
+    ce_clean, ce_adv = F.cross_entropy(logits, y), F.cross_entropy(logits_adv, y)  # soft-target CE for y [N, K]
+    labels = y.argmax(1) if y.ndim == 2 else y  # [N]: the dominant class of a mixed target
     return ce_clean + ce_adv, {
         "codes_changed": changed.mean().item(), "images_codes_changed": (changed > 0).float().mean().item(),
         "ce_clean": ce_clean.item(), "ce_adv": ce_adv.item(),
-        "acc": (logits.argmax(1) == y).float().mean().item(),
-        "adv_acc": (logits_adv.argmax(1) == y).float().mean().item(),
+        "acc": (logits.argmax(1) == labels).float().mean().item(),
+        "adv_acc": (logits_adv.argmax(1) == labels).float().mean().item(),
         "delta_l2": delta.flatten(1).norm(dim=1).mean().item(),
     }
 

@@ -69,6 +69,7 @@ def certification_record(args: argparse.Namespace, spec: dict, images: list[dict
     return make_record(
         args.model_id, "certify", spec["profile"], rows, n_examples=len(images),
         params={"sigma": args.sigma, **params, "attack": "pgd-l2-eot on GaussianNoiseEnsemble, then PREDICT"},
-        provenance=provenance(spec, spec["seed"], dev, wall), scale_note=spec["scale_note"], **model,
+        provenance=provenance(spec, spec["seed"], dev, wall, common.evaluated_subset(spec, len(images))),
+        scale_note=spec["scale_note"], **model,
         **certification, images=images, empirical_check={"summary": summary, "rows": attack_rows},
         sanity_checks=certification_checks(images, rows, summary, max_radius))

@@ -47,7 +47,8 @@ def _write_sweep(args: argparse.Namespace, spec: dict, rows: list[dict], n: int,
               "degradation": de3_degradation(run.get("defense"))}
     write_record(args.out, make_record(
         args.model_id, "sigma-sweep", spec["profile"], rows, n_examples=n, params=params,
-        provenance=provenance(spec, spec["seed"], dev, wall), paper=run.get("papers", []),
+        provenance=provenance(spec, spec["seed"], dev, wall, common.evaluated_subset(spec, n)),
+        paper=run.get("papers", []),
         scale_note=spec["scale_note"], threat_model="white-box", init=run.get("init"),
         denoiser=run.get("denoiser"), pretraining=pretraining_label(spec.get("denoiser_objective")),
         denoiser_objective=spec.get("denoiser_objective"), method=run.get("method", {}).get("name"),
