@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import filled
 from robust_mim.cli import common, main
 from robust_mim.papers.chen.commands import build_pretext, load_members
 from robust_mim.errors import CheckpointError, ConfigError
@@ -49,8 +50,8 @@ def cli(command: str, s: dict, *args: str) -> int:
 def pretrained(tmp_path_factory):
     """A ResNet (quarter-width ResNet-18) pretrained for one epoch on adversarial rotation (P3, PGD-1)."""
     work = tmp_path_factory.mktemp("chen")
-    s = spec({"id": "rot-p3", "objective": {"name": "pretext", "task": "rotation", "adversarial": True, "steps": 1}},
-             pretext=PRETEXT, chen_eval=EVAL)
+    objective = filled("pretext_objective", {"name": "pretext", "task": "rotation", "adversarial": True, "steps": 1})
+    s = spec({"id": "rot-p3", "objective": objective}, pretext=PRETEXT, chen_eval=EVAL)
     rc = cli("pretrain-pretext", s, "--out", str(work / "enc.safetensors"), "--run-dir", str(work / "pre"),
              "--record", str(work / "pretext.json"), "--log", str(work / "pre.log"))
     assert rc == 0, (work / "pre.log").read_text()

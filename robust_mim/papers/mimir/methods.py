@@ -97,8 +97,8 @@ def mimir_objective(mae: MaskedAutoencoder, x: Tensor, *, eps: float = 8 / 255, 
 
 
 @PRETRAIN.register("mimir")
-def _mimir(eps_255: float = 8.0, step_255: float = 10.0, attack_steps: int = 1, mask_ratio: float = 0.75,
-           lam: float = 1e-5, sigma: float | None = OFFICIAL_SIGMA, hsic: str = "cca") -> Step:
+def _mimir(eps_255: float, step_255: float, attack_steps: int, mask_ratio: float, lam: float, sigma: float | None,
+           hsic: str) -> Step:
     hsic_estimator(hsic)  # fail at build time on a bad name
     if lam < 0 or attack_steps < 0:
         raise ConfigError(f"mimir needs lam >= 0 and attack_steps >= 0, got {lam} and {attack_steps}")
