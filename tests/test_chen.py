@@ -85,7 +85,8 @@ def test_vit_pretext_backbone_exports_what_the_vit_classifier_loads():
 
 @pytest.mark.parametrize("method", [{"name": "standard"}, {"name": "pgd_at", "steps": 1}], ids=["F1", "F2"])
 def test_partial_finetuning_through_the_cli_leaves_frozen_weights_bit_identical(pretrained, tmp_path, method):
-    run = {"id": f"ft-{method['name']}", "init": "rot-p3", "frozen_blocks": 4, "method": method}
+    run = {"id": f"ft-{method['name']}", "init": "rot-p3", "frozen_blocks": 4,
+           "method": filled("finetune_method", method)}
     out = tmp_path / "ft.safetensors"
     rc = cli("finetune", spec(run), "--out", str(out), "--run-dir", str(tmp_path / "ft"),
              "--init", str(pretrained / "enc.safetensors"), "--log", str(tmp_path / "ft.log"))

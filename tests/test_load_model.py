@@ -62,7 +62,7 @@ def test_weights_carry_architecture_normalisation_classes_and_provenance(results
     assert len(meta["config_hash"]) == 12 and meta["git_commit"] and json.loads(meta["spec"])["run"]["id"] == "ft"
     de3 = json.loads((results / "finetune" / "de3" / "model.json").read_text())  # the same metadata beside the weights
     assert json.loads(de3["aux_weights"]) == {"denoiser": "../../pretrain/mae/model.safetensors"}
-    assert json.loads(de3["defense"]) == {"name": "de3", "sigma_255": 50}
+    assert json.loads(de3["defense"]) == {"name": "de3", "sigma_255": 50, "mask_ratio": 0.0}  # as the schema fills it
 
 
 def test_load_model_round_trip_plain_classifier(results):

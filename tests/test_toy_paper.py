@@ -154,7 +154,7 @@ def test_claims_and_leaderboard_include_the_toy_paper(toy_repo):
         from robust_mim.reporting import claims, leaderboard
 
         res = Path("results/toytest")
-        prov = {k: "x" for k in ("git_commit", "config_hash", "seed", "device", "wall_time_s", "date")}
+        prov = {k: "x" for k in ("git_commit", "config_hash", "seed", "versions", "device", "wall_time_s", "date")}
         write_record(res / "records/toy-model/toy/count.json", make_record(
             "toy-model", "toy-count", "toytest", [{"accuracy": 0.9, "n_correct": 45, "n_examples": 50}],
             n_examples=50, params={}, provenance=prov, paper=["toy"], accuracy=0.9))
