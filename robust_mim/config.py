@@ -88,6 +88,28 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str,
     return filled
 
 
+REGISTERED_KINDS = ("pretrain_objective", "pretext_objective", "finetune_method", "defense")
+
+
+def registered_settings(schema: dict[str, Any], kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one registered objective's, method's or defense's ``settings`` (``{"name": ..., ...}``)
+    with the schema's defaults filled, as `validate_config` fills a run's; ConfigError if invalid.
+
+    ``kind`` names its ``$defs`` entry (``REGISTERED_KINDS``); only the defaults of the branch whose
+    ``name`` matches are filled. For code that builds a step outside the workflow (tests, notebooks).
+    """
+    from jsonschema import Draft202012Validator
+
+    if kind not in REGISTERED_KINDS:
+        raise ConfigError(f"unknown kind '{kind}' (known: {', '.join(REGISTERED_KINDS)})")
+    filled = copy.deepcopy(settings)
+    validator = _with_defaults(Draft202012Validator)({"$defs": schema["$defs"], "$ref": f"#/$defs/{kind}"})
+    errors = sorted(validator.iter_errors(filled), key=lambda e: -len(e.absolute_path))
+    if errors:
+        raise ConfigError(_message(errors[0]).replace("config error at", f"{kind} error at", 1))
+    return filled
+
+
 def _section(config: dict[str, Any], path: str) -> dict[str, Any]:
     """``config["chen"]["pretrain"]`` for ``"chen.pretrain"`` ({} where absent)."""
     for key in path.split("."):

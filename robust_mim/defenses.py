@@ -78,8 +78,8 @@ class De3(nn.Module):
 
 
 @DEFENSES.register("de3")
-def _de3(classifier: nn.Module, denoiser: nn.Module | None = None, *, sigma_255: float,
-         mask_ratio: float = 0.0) -> tuple[nn.Module, bool]:
+def _de3(classifier: nn.Module, denoiser: nn.Module | None, *, sigma_255: float,
+         mask_ratio: float) -> tuple[nn.Module, bool]:
     """De³ with σ_test = ``sigma_255``/255 and the run's ``denoiser`` (frozen here)."""
     if denoiser is None:
         raise ConfigError("defense 'de3' needs a denoiser: set the run's `denoiser` to a pretraining run id")
@@ -136,7 +136,7 @@ class QuantizedInput(nn.Module):
 
 
 @DEFENSES.register("vq")
-def _vq_input(classifier: nn.Module, denoiser: nn.Module | None = None) -> tuple[nn.Module, bool]:
+def _vq_input(classifier: nn.Module, denoiser: nn.Module | None) -> tuple[nn.Module, bool]:
     """Test-time quantization x -> Q(x) (paper 5); ``denoiser`` is the run's VQ autoencoder (its `vq`)."""
     if denoiser is None or not hasattr(denoiser, "quantize_image"):
         raise ConfigError("defense 'vq' needs a VQ autoencoder: set the run's `vq` to a dat.vq run id")

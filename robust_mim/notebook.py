@@ -8,12 +8,15 @@ never over the pipeline's ``figures/<profile>/<notebook>`` (the pipeline passes 
 """
 from __future__ import annotations
 
+import ast
+import json
 from pathlib import Path
-from typing import Any, Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterable
 
 from robust_mim.errors import RobustMimError
+
+if TYPE_CHECKING:  # pandas is imported where it is used: rule notebook_run reads parameters cells while parsing
+    import pandas as pd
 
 
 class ParameterError(RobustMimError, ValueError):
@@ -78,6 +81,17 @@ def show_errors_in_one_line() -> None:
         shell.set_custom_exc((RobustMimError,), _one_line)
 
 
+def notebook_parameters(path: Path | str) -> list[str]:
+    """The names the parameters cell (the code cell tagged ``parameters``) of notebook ``path`` assigns,
+    in order: what ``papermill -p`` may set. Rule notebook_run passes a profile value (e.g. the headline
+    ε) only to the notebooks whose parameters cell names it."""
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    source = next(("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), "")
+    targets = [t for node in ast.parse(source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+               for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+    return [t.id for t in targets if isinstance(t, ast.Name)]
+
+
 def _as_list(value: Any) -> list[float]:
     return [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
 
@@ -91,6 +105,8 @@ def require_values(df: pd.DataFrame, column: str, scale: float = 1.0, *, evaluat
     `ParameterError` line naming the values that were run, e.g. ``require_values(df, "eps", 255,
     eps_255=4)`` with only 8/255 attacked: "eps_255 = 4 was never run: the records hold eps_255 = 8 only; ...".
     """
+    import pandas as pd
+
     rows = df[df["evaluation"] != "sanity"] if "evaluation" in df else df
     if evaluations is not None and "evaluation" in rows:
         rows = rows[rows["evaluation"].isin(list(evaluations))]

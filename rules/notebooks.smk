@@ -1,3 +1,16 @@
+from robust_mim.notebook import notebook_parameters
+
+# profile values a notebook receives when its parameters cell names them (a notebook run by hand reads them
+# from the records instead, e.g. robust_mim.reporting.claims.profile_headline_eps_255)
+NOTEBOOK_PROFILE_VALUES = {"headline_eps_255": config["evaluation"]["headline_eps_255"]}
+
+
+def notebook_flags(notebook):
+    """``-p name value`` (shell-quoted) for each profile value that ``notebook``'s parameters cell names."""
+    names = notebook_parameters(notebook)
+    return " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in NOTEBOOK_PROFILE_VALUES.items() if k in names)
+
+
 rule notebook_run:
     input:
         unpack(notebook_inputs),
@@ -13,8 +26,9 @@ rule notebook_run:
     params:
         profile=PROFILE,
         results=lambda wc, output: str(Path(output.notebook).parent.parent),
+        flags=lambda wc, input: notebook_flags(input.notebook),
     conda:
         "../environment.yml"
     shell:
         "python -m papermill {input.notebook:q} {output.notebook:q} --cwd . -p profile {params.profile:q} "
-        "-p results_dir {params.results:q} -p figures_dir {output.figures:q} > {log:q} 2>&1"
+        "-p results_dir {params.results:q} -p figures_dir {output.figures:q} {params.flags} > {log:q} 2>&1"

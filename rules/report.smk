@@ -48,7 +48,8 @@ rule report_model_cards:
     benchmark:
         f"{RES}/benchmarks/report_model_cards/model_cards.tsv"
     params:
-        spec=job_spec(models={m: report_model_settings(m) for m in MODELS}),
+        spec=job_spec(models={m: report_model_settings(m) for m in MODELS},
+                      headline_eps_255=config["evaluation"]["headline_eps_255"]),
         results=lambda wc, output: str(Path(output[0]).parent),
     conda:
         "../environment.yml"

@@ -1,4 +1,5 @@
 import copy
+import functools
 import os
 import subprocess
 import sys
@@ -24,6 +25,29 @@ def profile_schema(repo: Path = REPO) -> dict:
 
     return compose_schema(yaml.safe_load((repo / "config" / "schema.yaml").read_text()), {
         p.key: yaml.safe_load(p.schema_path.read_text()) for p in PAPERS.values() if p.schema_path.is_file()})
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    return profile_schema()
+
+
+def filled(kind: str, settings: dict) -> dict:
+    """``settings`` of a registered objective, method or defense (kind: ``pretrain_objective``,
+    ``pretext_objective``, ``finetune_method``, ``defense``) with the schema's defaults filled, as
+    `robust_mim.config.validate_config` fills a run's: the factories have no defaults of their own."""
+    from robust_mim.config import registered_settings
+
+    return registered_settings(_schema(), kind, settings)
+
+
+def evaluation_values(**values) -> dict:
+    """A profile's ``evaluation`` section: ``values`` over the schema's defaults, as validate_config fills it
+    (what `robust_mim.evaluation.suite.evaluation_suite` and the ``attack`` command receive)."""
+    from robust_mim.config import validate_config
+
+    minimal = {"profile": "unit", "data": {"name": "digits"}, "model": {"arch": "vit_nano_patch4_16"}}
+    return validate_config({**minimal, "evaluation": values}, _schema())["evaluation"]
+
+
 torch.set_num_threads(1)  # tiny models: one thread is as fast and never oversubscribes
 
 

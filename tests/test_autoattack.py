@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import evaluation_values
 from robust_mim.attacks import autoattack as aa
 from robust_mim.errors import AttackInputError
 from robust_mim.evaluation.suite import run_suite
@@ -179,17 +180,18 @@ def test_ce_pgd_fails_dlr_succeeds_and_the_protocol_flag_fires(fresh_digits_cnn,
 
 
 def test_cli_suite_runs_official_autoattack_and_eot_on_randomized_models(tmp_path):
-    from robust_mim.cli.evaluate import suite_from_spec
+    from robust_mim.evaluation.suite import evaluation_suite
 
-    ev = {"eps_255": [0, 8], "batch_size": 64, "large_eps_255": 64, "steps": 3, "restarts": 1,
-          "strong_steps_factor": 2, "strong_restarts": 1, "eot_samples": 3, "square_queries": 20,
-          "headline_eps_255": 8, "autoattack": True, "apgd_steps": 4, "apgd_target_classes": 2, "l2_eps": [],
-          "aa_apgd_steps": 4, "aa_target_classes": 2, "aa_fab_steps": 4, "aa_square_queries": 20, "aa_eot_iter": 3}
-    plain = {e["name"]: e for e in suite_from_spec(ev, False, False)}
+    ev = evaluation_values(eps_255=[0, 8], batch_size=64, large_eps_255=64, steps=3, restarts=1, strong_steps_factor=2,
+                           strong_restarts=1, eot_samples=3, square_queries=20, headline_eps_255=8, autoattack=True,
+                           apgd_steps=4, apgd_target_classes=2, l2_eps=[], aa_apgd_steps=4, aa_target_classes=2,
+                           aa_fab_steps=4, aa_square_queries=20, aa_eot_iter=3)
+    plain = {e["name"]: e for e in evaluation_suite(ev, randomized=False, has_surrogate=False)}
     assert plain["autoattack-linf"]["version"] == "auto" and "state_path" not in plain["autoattack-linf"]
     assert (plain["autoattack-linf"]["apgd_steps"], plain["autoattack-linf"]["square_queries"]) == (4, 20)
     assert all("eot_wrap" not in e for e in plain.values())
-    noisy = {e["name"]: e for e in suite_from_spec({**ev, "aa_square_queries": 7}, True, True, str(tmp_path))}
+    noisy = {e["name"]: e for e in evaluation_suite({**ev, "aa_square_queries": 7}, randomized=True,
+                                                    has_surrogate=True, state_dir=str(tmp_path))}
     assert noisy["autoattack-linf"]["square_queries"] == 7 and noisy["autoattack-linf"]["eot_iter"] == 3
     assert noisy["autoattack-linf"]["state_path"] == str(tmp_path / "autoattack-linf.pt")
     assert noisy["autoattack-style-linf"]["eot_wrap"] == noisy["square-linf"]["eot_wrap"] == 3

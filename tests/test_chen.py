@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import filled
 from robust_mim.cli import common, main
 from robust_mim.papers.chen.commands import build_pretext, load_members
 from robust_mim.errors import CheckpointError, ConfigError
@@ -49,8 +50,8 @@ def cli(command: str, s: dict, *args: str) -> int:
 def pretrained(tmp_path_factory):
     """A ResNet (quarter-width ResNet-18) pretrained for one epoch on adversarial rotation (P3, PGD-1)."""
     work = tmp_path_factory.mktemp("chen")
-    s = spec({"id": "rot-p3", "objective": {"name": "pretext", "task": "rotation", "adversarial": True, "steps": 1}},
-             pretext=PRETEXT, chen_eval=EVAL)
+    objective = filled("pretext_objective", {"name": "pretext", "task": "rotation", "adversarial": True, "steps": 1})
+    s = spec({"id": "rot-p3", "objective": objective}, pretext=PRETEXT, chen_eval=EVAL)
     rc = cli("pretrain-pretext", s, "--out", str(work / "enc.safetensors"), "--run-dir", str(work / "pre"),
              "--record", str(work / "pretext.json"), "--log", str(work / "pre.log"))
     assert rc == 0, (work / "pre.log").read_text()
@@ -84,7 +85,8 @@ def test_vit_pretext_backbone_exports_what_the_vit_classifier_loads():
 
 @pytest.mark.parametrize("method", [{"name": "standard"}, {"name": "pgd_at", "steps": 1}], ids=["F1", "F2"])
 def test_partial_finetuning_through_the_cli_leaves_frozen_weights_bit_identical(pretrained, tmp_path, method):
-    run = {"id": f"ft-{method['name']}", "init": "rot-p3", "frozen_blocks": 4, "method": method}
+    run = {"id": f"ft-{method['name']}", "init": "rot-p3", "frozen_blocks": 4,
+           "method": filled("finetune_method", method)}
     out = tmp_path / "ft.safetensors"
     rc = cli("finetune", spec(run), "--out", str(out), "--run-dir", str(tmp_path / "ft"),
              "--init", str(pretrained / "enc.safetensors"), "--log", str(tmp_path / "ft.log"))

@@ -45,7 +45,7 @@ def test_console_script_is_declared():
     assert scripts == {"robust-mim": "robust_mim.cli:main"}
 
 
-SPEC = {"profile": "test", "seed": 0, "models": {}, "notebooks": []}
+SPEC = {"profile": "test", "seed": 0, "models": {}, "notebooks": [], "headline_eps_255": 8}
 
 
 def test_spec_may_be_a_json_file_and_the_log_gets_one_summary_line(tmp_path):

@@ -1,8 +1,10 @@
+import inspect
+
 import pytest
 import yaml
 
 from conftest import profile_schema
-from robust_mim.config import resolve_run, validate_config
+from robust_mim.config import REGISTERED_KINDS, registered_settings, resolve_run, validate_config
 from robust_mim.errors import ConfigError
 
 
@@ -214,16 +216,85 @@ def test_runs_inherit_their_section_not_the_schema_default(repo, schema):
     assert resolve_run(filled["pretrain"], "mae")["epochs"] == 7
 
 
-def test_schema_names_exactly_the_registered_objectives_methods_and_defenses(schema):
+def _registries() -> dict:
+    """``$defs`` entry -> the registry of the factories its settings reach (every paper's objectives imported)."""
     from robust_mim.defenses import DEFENSES
     from robust_mim.objectives import FINETUNE, PRETRAIN
     from robust_mim.papers import register_objectives
+    from robust_mim.papers.chen.objective import PRETEXT_PRETRAIN
 
-    register_objectives()  # the papers' own objectives and methods, as the training commands register them
-    defs = schema["$defs"]
-    assert set(defs["pretrain_objective"]["properties"]["name"]["enum"]) == set(PRETRAIN.names())
-    assert set(defs["finetune_method"]["properties"]["name"]["enum"]) == set(FINETUNE.names())
-    assert set(defs["defense"]["properties"]["name"]["enum"]) == set(DEFENSES.names())
+    register_objectives()
+    return {"pretrain_objective": PRETRAIN, "pretext_objective": PRETEXT_PRETRAIN, "finetune_method": FINETUNE,
+            "defense": DEFENSES}
+
+
+def _branch(schema: dict, kind: str, name: str) -> tuple[dict, list]:
+    """(properties, required) of the ``then`` branch of ``$defs[kind]`` for objective/method/defense ``name``."""
+    (then,) = [b["then"] for b in schema["$defs"][kind]["allOf"] if b["if"]["properties"]["name"]["const"] == name]
+    return then["properties"], then.get("required", [])
+
+
+def _resolved(schema: dict, entry: dict) -> dict:
+    """A schema entry with the keys of its ``$ref`` target beneath its own (``{$ref: ..., default: 0.75}``)."""
+    if "$ref" not in entry:
+        return entry
+    target = schema
+    for part in entry["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return {**_resolved(schema, target), **{k: v for k, v in entry.items() if k != "$ref"}}
+
+
+@pytest.mark.parametrize("kind", REGISTERED_KINDS)
+def test_every_factory_argument_has_its_one_default_in_the_schema(schema, kind):
+    """Each registered factory's settings have one schema entry with a description and a default (or are
+    required), and the factory itself has no default: a default is written once, in config/schema.yaml."""
+    from robust_mim.objectives import AUX_MODULES
+
+    registry = _registries()[kind]
+    assert set(schema["$defs"][kind]["properties"]["name"]["enum"]) == set(registry.names())
+    for name in registry.names():
+        params = inspect.signature(registry.get(name)).parameters
+        second = [p.name for p in params.values() if p.default is not p.empty or p.kind is p.VAR_KEYWORD]
+        assert not second, f"{kind} '{name}': Python defaults or **kwargs for {second}"
+        props, required = _branch(schema, kind, name)
+        assert set(props) - {"name"} == set(params) - {"classifier", *AUX_MODULES}, f"{kind} '{name}'"
+        for key in set(props) - {"name"}:
+            entry = _resolved(schema, props[key])
+            assert entry.get("description"), f"{kind} '{name}'.{key} lacks a description"
+            assert "default" in entry or key in required, f"{kind} '{name}'.{key} lacks a default"
+
+
+def test_validation_fills_the_defaults_of_the_named_objective_only(repo, schema):
+    cfg = _load(repo, "smoke")
+    cfg["pretrain"]["runs"]["nim-gamma"]["objective"] = {"name": "nim"}
+    cfg["finetune"]["runs"]["nim-gamma-de3"]["method"] = {"name": "denoised"}
+    cfg["finetune"]["runs"]["at-scratch"]["method"] = {"name": "pgd_at", "steps": 3}
+    cfg["finetune"]["runs"]["at-scratch"].pop("epochs", None)
+    filled = validate_config(cfg, schema)
+    nim = filled["pretrain"]["runs"]["nim-gamma"]["objective"]
+    denoised = filled["finetune"]["runs"]["nim-gamma-de3"]["method"]
+    assert (nim["sampler"], nim["high_255"]) == ("gamma", 150.0)  # NIM pretraining: Gamma (uniform: U(0, 150))
+    assert (denoised["sampler"], denoised["high_255"]) == ("uniform", 30.0)  # De³ fine-tuning: U(0, 30)
+    assert filled["finetune"]["runs"]["at-scratch"]["method"] == {"name": "pgd_at", "steps": 3, "eps_255": 8.0,
+                                                                  "step_255": 2.0, "attack_mode": "eval"}  # no TRADES beta
+    assert filled["finetune"]["runs"]["nim-gamma-de3"]["defense"]["mask_ratio"] == 0.0
+    assert "epochs" not in filled["finetune"]["runs"]["at-scratch"]  # a run still inherits its section's value
+
+
+def test_a_step_built_without_the_schema_defaults_is_one_config_error_line():
+    from robust_mim.objectives import PRETRAIN, build_step
+
+    with pytest.raises(ConfigError, match="pretraining objective 'mae': .*mask_ratio") as err:
+        build_step(PRETRAIN, {"name": "mae"})
+    assert "\n" not in str(err.value)
+
+
+def test_registered_settings_fills_and_validates_one_objective(schema):
+    assert registered_settings(schema, "finetune_method", {"name": "gaussian"}) == {"name": "gaussian", "sigma": 0.25}
+    with pytest.raises(ConfigError, match="defense error at <top level>: 'sigma_255' is a required property"):
+        registered_settings(schema, "defense", {"name": "de3"})
+    with pytest.raises(ConfigError, match="unknown key 'beta'"):
+        registered_settings(schema, "finetune_method", {"name": "pgd_at", "beta": 6.0})
 
 
 def test_mimir_pgd_at_may_smooth_labels_as_the_official_fine_tuning(repo, schema):
@@ -247,7 +318,7 @@ def test_the_cifar10_profile_runs_the_official_mimir_recipes(repo, schema):
     for run_id in at_runs:
         run = resolve_run(cfg["finetune"], run_id)
         assert {k: run[k] for k in official} == official, run_id
-        assert run["method"] == {"name": "pgd_at", "eps_255": 8, "step_255": 2, "steps": 10}
+        assert run["method"] == {"name": "pgd_at", "eps_255": 8, "step_255": 2, "steps": 10, "attack_mode": "eval"}
     assert cfg["model"]["drop_path"] == 0.1
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import filled
 from robust_mim.cli import main
 from robust_mim.cli import common
 from robust_mim.models.vq import load_vq, save_vq
@@ -106,7 +107,8 @@ SOFT = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "label_smoothing": 0.1}
 def test_finetune_with_vq_trains_a_dat_model(vq_run, tmp_path, targets):
     """Hard labels, or the official DAT's MixUp + CutMix + label smoothing (soft targets through the engine)."""
     _, paths = vq_run
-    run = {"id": "dat-tiny", "epochs": 1, **TRAIN, "method": {"name": "dat", "eps": 0.1}, "vq": "vq-tiny", **targets}
+    run = {"id": "dat-tiny", "epochs": 1, **TRAIN, "method": filled("finetune_method", {"name": "dat", "eps": 0.1}),
+           "vq": "vq-tiny", **targets}
     out = tmp_path / "clf.safetensors"
     rc = cli("finetune", spec(run), "--out", str(out), "--run-dir", str(tmp_path), "--vq", str(paths["weights"]),
              "--log", str(tmp_path / "log.txt"))
@@ -120,7 +122,7 @@ def test_finetune_with_vq_trains_a_dat_model(vq_run, tmp_path, targets):
 
 
 def test_finetune_dat_without_vq_stops_with_one_line(tmp_path, capsys):
-    run = {"id": "dat-novq", "epochs": 1, **TRAIN, "method": {"name": "dat"}}
+    run = {"id": "dat-novq", "epochs": 1, **TRAIN, "method": filled("finetune_method", {"name": "dat"})}
     rc = cli("finetune", spec(run), "--out", str(tmp_path / "w.safetensors"), "--run-dir", str(tmp_path))
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "needs vq" in err and "\n" not in err
@@ -189,7 +191,7 @@ def test_test_time_quantization_is_attacked_with_bpda(vq_run):
     torch.manual_seed(0)
     vq = load_vq(paths["weights"])
     clf = common.build_classifier(spec({}), 10).eval()
-    defended, randomized = build_defense({"name": "vq"}, clf, vq)
+    defended, randomized = build_defense(filled("defense", {"name": "vq"}), clf, vq)
     assert isinstance(defended, QuantizedInput) and not randomized
     x = torch.rand(4, 3, 16, 16, requires_grad=True)
     defended(x).logsumexp(1).sum().backward()
@@ -199,7 +201,7 @@ def test_test_time_quantization_is_attacked_with_bpda(vq_run):
     torch.testing.assert_close(defended(x.detach()), clf(q.detach()))
     assert defended.embed(x.detach()).shape == clf.embed(x.detach()).shape
     with pytest.raises(ConfigError, match="needs a VQ autoencoder"):
-        build_defense({"name": "vq"}, clf, None)
+        build_defense(filled("defense", {"name": "vq"}), clf, None)
 
 
 def test_save_vq_keeps_the_architecture(tmp_path):

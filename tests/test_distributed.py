@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch.utils.data import Dataset, TensorDataset
 
-from conftest import REPO, snakemake
+from conftest import REPO, filled, snakemake
 from robust_mim import distributed
 from robust_mim.distributed import DistContext, per_rank_batch, rank_device, shard_batches
 from robust_mim.engine import TrainConfig, adamw, compile_blocks, fit, mix_batch
@@ -137,8 +137,9 @@ def test_a_world_size_that_does_not_divide_the_batch_is_one_clear_error(tmp_path
 
 def test_cli_under_torchrun_env_rejects_an_indivisible_batch_before_waiting(tmp_path, monkeypatch, capsys):
     from robust_mim.cli import main
+    run = {"id": "x", "batch_size": 100, "objective": filled("pretrain_objective", {"name": "mae"})}
     spec = {"profile": "test", "seed": 0, "device": "auto", "data": {"name": "digits", "image_size": 16},
-            "model": {"arch": "vit_nano_patch4_16"}, "run": {"id": "x", "batch_size": 100, "objective": {"name": "mae"}}}
+            "model": {"arch": "vit_nano_patch4_16"}, "run": run}
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
     code = main(["pretrain", "--spec", json.dumps(spec), "--out", str(tmp_path / "w"), "--run-dir", str(tmp_path),

@@ -8,6 +8,7 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+from conftest import filled
 from robust_mim.certify import (
     Smooth, attack_certified_points, certificate_check, certification_rows, certify_dataset, radius_grid,
 )
@@ -51,7 +52,7 @@ def batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 def test_finetune_methods_give_finite_losses_that_backprop(settings):
     model = tiny_cnn()
     x, y = batch()
-    loss, metrics = build_step(FINETUNE, settings)(model, x, y)
+    loss, metrics = build_step(FINETUNE, filled("finetune_method", settings))(model, x, y)
     assert loss.dim() == 0 and torch.isfinite(loss) and all(map(lambda v: v == v, metrics.values()))
     loss.backward()
     grads = [p.grad for p in model.parameters()]
@@ -63,7 +64,7 @@ def test_gaussian_method_feeds_unclamped_noise_of_the_configured_sigma():
     model = Recorder(tiny_cnn())
     x, y = batch(32)
     torch.manual_seed(0)
-    build_step(FINETUNE, {"name": "gaussian", "sigma": 0.5})(model, x, y)
+    build_step(FINETUNE, filled("finetune_method", {"name": "gaussian", "sigma": 0.5}))(model, x, y)
     noise = model.inputs[0] - x
     assert noise.std().item() == pytest.approx(0.5, rel=0.03)
     assert model.inputs[0].min() < 0 and model.inputs[0].max() > 1  # not clamped, as certification
@@ -72,7 +73,7 @@ def test_gaussian_method_feeds_unclamped_noise_of_the_configured_sigma():
 def test_consistency_uses_two_noisy_copies_and_eta_point_one_at_sigma_one():
     model = Recorder(tiny_cnn())
     x, y = batch(4)
-    loss, parts = build_step(FINETUNE, {"name": "consistency", "sigma": 1.0})(model, x, y)
+    loss, parts = build_step(FINETUNE, filled("finetune_method", {"name": "consistency", "sigma": 1.0}))(model, x, y)
     assert model.inputs[0].shape[0] == 2 * len(x)
     assert default_eta(1.0) == 0.1 and default_eta(0.25) == default_eta(0.5) == 0.5
     assert parts["loss"] == pytest.approx(parts["ce"] + 2.0 * parts["kl"] + 0.1 * parts["entropy"], rel=1e-5)
@@ -83,7 +84,7 @@ def test_consistency_uses_two_noisy_copies_and_eta_point_one_at_sigma_one():
                                       {"name": "gaussian", "sigma": 0.25, "bogus": 1}])
 def test_bad_method_settings_raise_one_config_error(settings):
     with pytest.raises(ConfigError):
-        build_step(FINETUNE, settings)
+        build_step(FINETUNE, {**filled("finetune_method", {"name": settings["name"]}), **settings})
 
 
 def test_cifar10_dmae_runs_follow_the_official_pretraining_and_finetune_md(repo):

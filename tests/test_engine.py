@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from conftest import filled
 from robust_mim.engine import TrainConfig, cosine_lr, fit
 from robust_mim.errors import CheckpointError, ConfigError
 from robust_mim.models import MaskedAutoencoder, vit_spec
@@ -18,7 +19,8 @@ class Killed(Exception):
 def _run(digits16, run_dir, kill_after_epoch=None):
     torch.manual_seed(123)  # model init
     mae = MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), [0.5] * 3, [0.5] * 3)
-    step = build_step(PRETRAIN, {"name": "nim", "sampler": "gamma"})  # masking-free, noisy: uses the RNG
+    nim = filled("pretrain_objective", {"name": "nim", "sampler": "gamma"})  # masking-free, noisy: uses the RNG
+    step = build_step(PRETRAIN, nim)
     train = torch.utils.data.TensorDataset(*(t[:256] for t in digits16[0].tensors))
 
     def maybe_kill(epoch):
@@ -61,7 +63,8 @@ def test_a_checkpoint_of_another_configuration_is_set_aside_not_reused(tmp_path,
     mae = MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), [0.5] * 3, [0.5] * 3)
     train = torch.utils.data.TensorDataset(*(t[:128] for t in digits16[0].tensors))
     cfg = TrainConfig(epochs=1, batch_size=64, lr=1e-3)
-    hist = fit(mae, build_step(PRETRAIN, {"name": "mae"}), train, cfg, tmp_path, run_hash="other",
+    step = build_step(PRETRAIN, filled("pretrain_objective", {"name": "mae"}))
+    hist = fit(mae, step, train, cfg, tmp_path, run_hash="other",
                device=torch.device("cpu"), log=lambda s: None)
     assert len(hist) == 1 and (tmp_path / "checkpoint.stale").exists()
 

@@ -1,10 +1,15 @@
 """Evaluation suites, threat models and sanity checks (which must fail on a gradient-masking model)."""
+import json
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
+from conftest import REPO, evaluation_values, profile_schema
+from robust_mim.config import validate_config
 from robust_mim.errors import AttackInputError
-from robust_mim.evaluation.suite import accuracy, default_suite, run_suite, sanity_checks
+from robust_mim.evaluation.suite import accuracy, evaluation_suite, run_suite, sanity_checks
 from robust_mim.evaluation.verdict import tolerance
 from tiny_models import NoisyInput
 
@@ -42,9 +47,11 @@ class Saturated(nn.Module):
         return self.model(x) * 1e4
 
 
-def small_suite(**kw):
-    return default_suite([0, 4 / 255, 8 / 255], large_eps=64 / 255, steps=5, strong_steps_factor=2,
-                         strong_restarts=2, autoattack=False, square_queries=40, **kw)
+def small_suite(randomized: bool = False, has_surrogate: bool = False, **values):
+    """The profile's suite at a small budget, no AutoAttack or L2: FGSM, PGD, strong PGD, [EOT], Square, [gray-box]."""
+    ev = evaluation_values(eps_255=[0, 4, 8], large_eps_255=64, steps=5, strong_steps_factor=2, strong_restarts=2,
+                           autoattack=False, autoattack_official=False, square_queries=40, l2_eps=[], **values)
+    return evaluation_suite(ev, randomized=randomized, has_surrogate=has_surrogate)
 
 
 def by_name(checks):
@@ -183,15 +190,38 @@ def test_absent_inputs_give_passed_none_with_reason():
     assert all(c["details"]["reason"] for c in absent.values())
 
 
-def test_default_suite_configures_entries():
-    plain = default_suite([0, 8 / 255], large_eps=64 / 255)
-    names = [e["name"] for e in plain]
-    assert names == ["pgd-linf", "pgd-linf-strong", "autoattack-style-linf", "square-linf"]
-    assert plain[0]["eps"][-1] == pytest.approx(64 / 255) and 64 / 255 not in plain[1]["eps"]
-    assert plain[1]["steps"] == 5 * plain[0]["steps"] and plain[1]["restarts"] > plain[0]["restarts"]
-    full = default_suite([0, 8 / 255], randomized=True, has_surrogate=True, transfer_surrogates=("resnet",),
-                         norm="l2", autoattack=False)
+def test_evaluation_suite_takes_every_budget_from_the_profile():
+    ev = evaluation_values(eps_255=[0, 8], large_eps_255=64, steps=7, strong_steps_factor=3, strong_restarts=2,
+                           square_queries=33, square_eps_255=[4])
+    plain = evaluation_suite(ev, randomized=False, has_surrogate=False)
+    by = {e["name"]: e for e in plain}
+    assert [e["name"] for e in plain] == ["fgsm-linf", "pgd-linf", "pgd-linf-strong", "square-linf",
+                                          "autoattack-linf", "autoattack-style-linf", "pgd-l2"]
+    assert by["pgd-linf"]["eps"][-1] == pytest.approx(64 / 255) and by["pgd-linf-strong"]["eps"] == [8 / 255]
+    assert (by["pgd-linf-strong"]["steps"], by["pgd-linf-strong"]["restarts"]) == (21, 2)
+    assert by["square-linf"]["eps"] == [4 / 255] and by["square-linf"]["queries"] == 33
+    assert by["autoattack-linf"]["apgd_steps"] == ev["aa_apgd_steps"] == 100  # the schema's default: AutoAttack's own
+    assert by["autoattack-style-linf"]["steps"] == ev["apgd_steps"] and all("eot_wrap" not in e for e in plain)
+    full = evaluation_suite({**ev, "eot_samples": 5}, randomized=True, has_surrogate=True,
+                            transfer_surrogates=("resnet",))
     by = {e["name"]: e for e in full}
-    assert by["pgd-l2-eot"]["eot_samples"] > 1 and by["pgd-l2-gray-box"]["surrogate"] == "bare"
-    assert by["pgd-l2-transfer-resnet"]["threat_model"] == "transfer" and by["square-l2"]["norm"] == "l2"
+    assert by["pgd-linf-eot"]["eot_samples"] == by["square-linf"]["eot_wrap"] == by["pgd-l2"]["eot_samples"] == 5
+    assert by["pgd-linf-gray-box"]["surrogate"] == "bare"
+    assert by["pgd-linf-transfer-resnet"]["threat_model"] == "transfer"
     assert len(set(by)) == len(full)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "test"])
+def test_the_profiles_suites_are_entry_by_entry_those_of_the_cli_before_the_one_builder(profile):
+    """Frozen in tests/expected/evaluation_suites.json from the CLI's old `suite_from_spec` (default_suite patched by
+    name) at commit 5da6051; regenerate it only when the profile's evaluation section changes on purpose."""
+    frozen = json.loads((REPO / "tests" / "expected" / "evaluation_suites.json").read_text())
+    config = yaml.safe_load((REPO / "config" / f"{profile}.yaml").read_text())
+    ev = validate_config(config, profile_schema())["evaluation"]
+    keys = [k for k in frozen if k.startswith(f"{profile}|")]
+    assert len(keys) == 8
+    for key in keys:
+        _, randomized, has_bare, state = (part.split("=")[-1] for part in key.split("|"))
+        suite = evaluation_suite(ev, randomized=randomized == "True", has_surrogate=has_bare == "True",
+                                 state_dir=None if state == "None" else state)
+        assert suite == frozen[key], key

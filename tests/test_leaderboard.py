@@ -140,7 +140,7 @@ def _spec(models: list[str]) -> str:
                     "upstream": {"mae": {"objective": {"name": "mae"}}}} for m in models}
     return json.dumps({"profile": PROFILE, "scale_note": SCALE, "seed": 0, "device": "cpu",
                        "data": {"name": "digits", "image_size": 16}, "model": {"arch": "vit_nano_patch4_16"},
-                       "models": settings})
+                       "models": settings, "headline_eps_255": 8})
 
 
 def test_model_cards_one_per_model_with_numbers_provenance_and_cost(results, tmp_path):

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from conftest import evaluation_values, filled
 import robust_mim
 from robust_mim.cli import main
 from robust_mim.cli.artifacts import attacked_model
@@ -22,8 +23,8 @@ TRAIN = {"epochs": 1, "batch_size": 256, "blr": 1e-3, "weight_decay": 0.0, "warm
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
 RUNS = {
     "ft": {"init": "mae", "method": {"name": "standard"}},
-    "de3": {"init": "mae", "denoiser": "mae", "method": {"name": "denoised", "high_255": 30},
-            "defense": {"name": "de3", "sigma_255": 50}},
+    "de3": {"init": "mae", "denoiser": "mae", "method": filled("finetune_method", {"name": "denoised", "high_255": 30}),
+            "defense": filled("defense", {"name": "de3", "sigma_255": 50})},
 }
 
 
@@ -61,7 +62,7 @@ def test_weights_carry_architecture_normalisation_classes_and_provenance(results
     assert len(meta["config_hash"]) == 12 and meta["git_commit"] and json.loads(meta["spec"])["run"]["id"] == "ft"
     de3 = json.loads((results / "finetune" / "de3" / "model.json").read_text())  # the same metadata beside the weights
     assert json.loads(de3["aux_weights"]) == {"denoiser": "../../pretrain/mae/model.safetensors"}
-    assert json.loads(de3["defense"]) == {"name": "de3", "sigma_255": 50}
+    assert json.loads(de3["defense"]) == {"name": "de3", "sigma_255": 50, "mask_ratio": 0.0}  # as the schema fills it
 
 
 def test_load_model_round_trip_plain_classifier(results):
@@ -118,10 +119,10 @@ def test_import_robust_mim_stays_light():
     assert out.strip() == "False"
 
 
-EVALUATION = {"n_examples": 8, "eps_255": [0, 8], "large_eps_255": 64, "steps": 1, "restarts": 1,
-              "strong_steps_factor": 2, "strong_restarts": 1, "eot_samples": 2, "l2_eps": [], "square_queries": 2,
-              "square_eps_255": [8], "autoattack": False, "apgd_steps": 1, "apgd_target_classes": 2,
-              "headline_eps_255": 8, "batch_size": 8}
+EVALUATION = evaluation_values(
+    n_examples=8, eps_255=[0, 8], large_eps_255=64, steps=1, restarts=1, strong_steps_factor=2, strong_restarts=1,
+    eot_samples=2, l2_eps=[], square_queries=2, square_eps_255=[8], autoattack=False, apgd_steps=1,
+    apgd_target_classes=2, headline_eps_255=8, batch_size=8)
 
 
 def test_attack_command_evaluates_the_de3_model_and_logs_progress(results, tmp_path):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from conftest import filled
 from robust_mim.errors import ConfigError
 from robust_mim.models.mim import MaskedAutoencoder
 from robust_mim.models.vit import vit_spec
@@ -92,7 +93,7 @@ def test_mimir_step_logs_recon_and_hsic_separately_and_backprops(trained_mae, da
     x, y = data[0][:64], data[1][:64]
     mae = MaskedAutoencoder(vit_spec("vit_nano_patch4_16"), [0.5] * 3, [0.5] * 3)
     mae.load_state_dict(trained_mae.state_dict())
-    step = build_step(PRETRAIN, mimir())  # the schema's (official) defaults: lam 1e-5, cca estimator
+    step = build_step(PRETRAIN, filled("pretrain_objective", {"name": "mimir"}))  # defaults: lam 1e-5, cca estimator
     loss, metrics = step(mae, x, y)
     assert set(metrics) == {"recon", "hsic", "hsic_bounded", "total"}
     assert metrics["total"] == pytest.approx(metrics["recon"] + 1e-5 * metrics["hsic"], rel=1e-6)
@@ -107,7 +108,7 @@ def test_mimir_step_logs_recon_and_hsic_separately_and_backprops(trained_mae, da
 def _step_grads(mae: MaskedAutoencoder, x: Tensor, y: Tensor, lam: float) -> tuple[float, dict[str, float], dict]:
     mae.zero_grad(set_to_none=True)
     torch.manual_seed(11)
-    loss, metrics = build_step(PRETRAIN, mimir(lam=lam))(mae, x, y)
+    loss, metrics = build_step(PRETRAIN, filled("pretrain_objective", {"name": "mimir", "lam": lam}))(mae, x, y)
     loss.backward()
     return loss.item(), metrics, {n: p.grad.clone() for n, p in mae.named_parameters() if p.grad is not None}
 
@@ -115,7 +116,8 @@ def _step_grads(mae: MaskedAutoencoder, x: Tensor, y: Tensor, lam: float) -> tup
 def test_lam0_is_the_mae_loss_on_the_adversarial_input(trained_mae, data):
     x, y = data[0][:64], data[1][:64]
     torch.manual_seed(5)
-    loss0, metrics0 = build_step(PRETRAIN, mimir(lam=0.0))(trained_mae, x, y)
+    lam0 = filled("pretrain_objective", {"name": "mimir", "lam": 0.0})
+    loss0, metrics0 = build_step(PRETRAIN, lam0)(trained_mae, x, y)
     torch.manual_seed(5)  # same draws: random start, attack mask, training mask
 
     def closure(x_in: Tensor) -> Tensor:
@@ -140,22 +142,25 @@ def test_hsic_term_reaches_the_encoder_only(trained_mae, data):
 
 
 def test_mimir_settings_are_validated():
+    mimir, pgd_at = filled("pretrain_objective", {"name": "mimir"}), filled("finetune_method", {"name": "pgd_at"})
     with pytest.raises(ConfigError, match="HSIC estimator"):
-        build_step(PRETRAIN, mimir(hsic="kernel"))
+        build_step(PRETRAIN, {**mimir, "hsic": "kernel"})
     with pytest.raises(ConfigError, match="lam"):
-        build_step(PRETRAIN, mimir(lam=-1.0))
+        build_step(PRETRAIN, {**mimir, "lam": -1.0})
     with pytest.raises(ConfigError, match="hsic_group"):
-        build_step(PRETRAIN, mimir(hsic_group=1))
+        build_step(PRETRAIN, {**mimir, "hsic_group": 1})
     with pytest.raises(ConfigError, match="mimir"):
-        build_step(PRETRAIN, mimir(epsilon=8))
+        build_step(PRETRAIN, {**mimir, "epsilon": 8})
+    with pytest.raises(ConfigError, match="mimir"):  # an argument missing: the schema fills every one
+        build_step(PRETRAIN, {"name": "mimir"})
     with pytest.raises(ConfigError, match="steps"):
-        build_step(FINETUNE, {"name": "pgd_at", "steps": 0})
+        build_step(FINETUNE, {**pgd_at, "steps": 0})
 
 
 def test_cca_estimator_matches_the_logged_penalty(trained_mae, data):
     x, y = data[0][:32], data[1][:32]
     torch.manual_seed(2)
-    _, metrics = build_step(PRETRAIN, mimir())(trained_mae, x, y)
+    _, metrics = build_step(PRETRAIN, filled("pretrain_objective", {"name": "mimir"}))(trained_mae, x, y)
     torch.manual_seed(2)
     x_adv = mimir_adversarial_example(trained_mae, x, EPS, 10 / 255, 1, 0.75)
     with torch.no_grad():
@@ -177,7 +182,7 @@ def _mixed_mode(model: TinyClassifier) -> dict[str, bool]:
 def test_adversarial_steps_backprop_and_restore_mode(trained_clf, data, method):
     x, y = data[0][:64], data[1][:64]
     modes = _mixed_mode(trained_clf)
-    loss, metrics = build_step(FINETUNE, method)(trained_clf, x, y)
+    loss, metrics = build_step(FINETUNE, filled("finetune_method", method))(trained_clf, x, y)
     assert {n: m.training for n, m in trained_clf.named_modules()} == modes
     assert all(p.grad is None for p in trained_clf.parameters())
     assert set(metrics) == ({"adv_ce", "adv_acc"} if method["name"] == "pgd_at" else {"natural_ce", "robust_kl"})
@@ -193,8 +198,9 @@ def test_pgd_at_loss_exceeds_clean_loss_and_eps0_is_clean(trained_clf, data):
     with torch.no_grad():
         clean = F.cross_entropy(trained_clf(x), y).item()
     torch.manual_seed(0)
-    adv, metrics = build_step(FINETUNE, {"name": "pgd_at"})(trained_clf, x, y)  # PGD-10, 8/255, step 2/255
-    zero, _ = build_step(FINETUNE, {"name": "pgd_at", "eps_255": 0})(trained_clf, x, y)
+    pgd10 = filled("finetune_method", {"name": "pgd_at"})  # PGD-10, 8/255, step 2/255
+    adv, metrics = build_step(FINETUNE, pgd10)(trained_clf, x, y)
+    zero, _ = build_step(FINETUNE, filled("finetune_method", {"name": "pgd_at", "eps_255": 0}))(trained_clf, x, y)
     assert zero.item() == pytest.approx(clean, rel=1e-5)
     assert adv.item() > clean + 0.1 and 0 <= metrics["adv_acc"] <= 1
     trained_clf.zero_grad(set_to_none=True)
@@ -205,8 +211,9 @@ def test_trades_beta0_is_clean_cross_entropy_and_kl_is_positive(trained_clf, dat
     trained_clf.eval()
     with torch.no_grad():
         clean = F.cross_entropy(trained_clf(x), y).item()
-    loss0, _ = build_step(FINETUNE, {"name": "trades", "beta": 0.0, "steps": 3})(trained_clf, x, y)
-    loss6, metrics = build_step(FINETUNE, {"name": "trades", "steps": 3})(trained_clf, x, y)
+    beta0 = filled("finetune_method", {"name": "trades", "beta": 0.0, "steps": 3})
+    loss0, _ = build_step(FINETUNE, beta0)(trained_clf, x, y)
+    loss6, metrics = build_step(FINETUNE, filled("finetune_method", {"name": "trades", "steps": 3}))(trained_clf, x, y)
     assert loss0.item() == pytest.approx(clean, rel=1e-5)
     assert metrics["robust_kl"] > 0
     assert loss6.item() == pytest.approx(metrics["natural_ce"] + 6.0 * metrics["robust_kl"], rel=1e-5)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import filled
 from robust_mim.defenses import De3, build_defense
 from robust_mim.errors import ConfigError
 from robust_mim.models.classifier import ImageClassifier
@@ -16,6 +17,8 @@ from robust_mim.papers.nim.objective import denoised_images, pretraining_label
 
 MEAN, STD = [0.5] * 3, [0.5] * 3
 N_DRAWS = 200_000
+NIM = filled("pretrain_objective", {"name": "nim"})  # the schema's defaults of NIM pretraining
+SAMPLER_ARGS = {k: NIM[k] for k in ("concentration", "scale_255", "high_255", "sigma_255")}
 
 
 def tiny_mae() -> MaskedAutoencoder:
@@ -31,7 +34,7 @@ def tiny_classifier(k: int = 10) -> ImageClassifier:
 
 
 @pytest.mark.parametrize("sampler, kwargs, mean_255, var_255", [
-    ("gamma", {}, 25 * 3, 25 * 3 ** 2),  # Gamma(k=25, θ=3): mean kθ, variance kθ²
+    ("gamma", {}, 25 * 3, 25 * 3 ** 2),  # the schema's default Gamma(k=25, θ=3): mean kθ, variance kθ²
     ("gamma", {"concentration": 25, "scale_255": 3}, 75, 225),  # integers, as YAML gives them
     ("gamma", {"concentration": 40, "scale_255": 2}, 80, 160),
     ("uniform", {}, 150 / 2, 150 ** 2 / 12),  # U(0, 150)
@@ -39,7 +42,7 @@ def tiny_classifier(k: int = 10) -> ImageClassifier:
 ])
 def test_sigma_samplers_match_their_distribution_moments(sampler, kwargs, mean_255, var_255):
     torch.manual_seed(0)
-    s = sample_sigma(N_DRAWS, sampler, **kwargs).double() * 255  # back to 1/255 units
+    s = sample_sigma(N_DRAWS, sampler, **{**SAMPLER_ARGS, **kwargs}).double() * 255  # back to 1/255 units
     mean, var = mean_255, var_255
     assert abs(s.mean().item() - mean) < 5 * math.sqrt(var / N_DRAWS)  # 5 standard errors
     assert s.var().item() == pytest.approx(var, rel=0.03)
@@ -47,13 +50,13 @@ def test_sigma_samplers_match_their_distribution_moments(sampler, kwargs, mean_2
 
 
 def test_fixed_sigma_is_exact_and_constant():
-    s = sample_sigma(1000, "fixed", sigma_255=75.0)
+    s = sample_sigma(1000, "fixed", **{**SAMPLER_ARGS, "sigma_255": 75.0})
     assert s.unique().numel() == 1 and s[0].item() == pytest.approx(75 / 255, abs=1e-7)
 
 
 def test_unknown_sampler_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown sigma sampler"):
-        build_step(PRETRAIN, {"name": "nim", "sampler": "laplace"})
+        build_step(PRETRAIN, {**filled("pretrain_objective", {"name": "nim"}), "sampler": "laplace"})
 
 
 # ----------------------------------------------------------------------------- NIM denoising
@@ -71,7 +74,7 @@ def test_nim_training_reduces_reconstruction_error_on_heldout_noisy_images(digit
     (train, test), mae = digits16, tiny_mae()
     x_test = test.tensors[0][:200]
     before = _heldout_denoising_mse(mae, x_test, 75 / 255)
-    step = build_step(PRETRAIN, {"name": "nim", "sampler": "gamma"})
+    step = build_step(PRETRAIN, filled("pretrain_objective", {"name": "nim", "sampler": "gamma"}))
     opt = torch.optim.AdamW(mae.parameters(), lr=3e-3)
     x_train = train.tensors[0]
     mae.train()
@@ -95,7 +98,7 @@ def test_nim_training_reduces_reconstruction_error_on_heldout_noisy_images(digit
 def test_de3_is_differentiable_randomized_and_denoises_into_the_unit_box():
     torch.manual_seed(0)
     clf, mae = tiny_classifier().eval(), tiny_mae()
-    defended, randomized = build_defense({"name": "de3", "sigma_255": 50}, clf, mae)
+    defended, randomized = build_defense(filled("defense", {"name": "de3", "sigma_255": 50}), clf, mae)
     assert isinstance(defended, De3) and randomized
     x = torch.rand(6, 3, 16, 16, requires_grad=True)
     logits = defended(x)
@@ -111,7 +114,7 @@ def test_de3_is_differentiable_randomized_and_denoises_into_the_unit_box():
 def test_de3_without_noise_is_deterministic_and_equals_classify_of_reconstruction():
     torch.manual_seed(0)
     clf, mae = tiny_classifier().eval(), tiny_mae().eval()
-    defended, randomized = build_defense({"name": "de3", "sigma_255": 0}, clf, mae)
+    defended, randomized = build_defense(filled("defense", {"name": "de3", "sigma_255": 0}), clf, mae)
     x = torch.rand(4, 3, 16, 16)
     with torch.no_grad():
         assert not randomized and torch.allclose(defended(x), defended(x), atol=1e-5)  # up to token-order float sums
@@ -129,7 +132,7 @@ def test_de3_noise_has_the_requested_scale():
 
 def test_de3_needs_a_denoiser_and_a_sigma():
     with pytest.raises(ConfigError, match="needs a denoiser"):
-        build_defense({"name": "de3", "sigma_255": 50}, tiny_classifier(), None)
+        build_defense(filled("defense", {"name": "de3", "sigma_255": 50}), tiny_classifier(), None)
     with pytest.raises(ConfigError, match="sigma_255"):
         build_defense({"name": "de3"}, tiny_classifier(), tiny_mae())
 
@@ -141,7 +144,7 @@ def test_denoised_step_backprops_only_into_the_classifier():
     torch.manual_seed(0)
     clf, mae = tiny_classifier(), tiny_mae()
     mae_before = {k: v.clone() for k, v in mae.state_dict().items()}
-    step = build_step(FINETUNE, {"name": "denoised", "high_255": 30}, denoiser=mae)
+    step = build_step(FINETUNE, filled("finetune_method", {"name": "denoised", "high_255": 30}), denoiser=mae)
     opt = torch.optim.SGD(list(clf.parameters()) + list(mae.parameters()), lr=0.1)
     x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 10, (8,))
     loss, metrics = step(clf, x, y)
@@ -168,19 +171,19 @@ class Spy(nn.Module):
 def test_denoised_step_trains_on_the_denoisers_output():
     torch.manual_seed(0)
     mae, clf = tiny_mae(), Spy(tiny_classifier())
-    step = build_step(FINETUNE, {"name": "denoised"}, denoiser=mae)
+    step = build_step(FINETUNE, filled("finetune_method", {"name": "denoised"}), denoiser=mae)
     x = torch.rand(5, 3, 16, 16)
     torch.manual_seed(1)
     step(clf, x, torch.zeros(5, dtype=torch.long))
     torch.manual_seed(1)
-    sigma = sample_sigma(5, "uniform", high_255=30.0)  # the step's draws, replayed
+    sigma = sample_sigma(5, "uniform", **{**SAMPLER_ARGS, "high_255": 30.0})  # the step's draws, replayed
     assert torch.allclose(clf.seen, denoised_images(mae, x, sigma), atol=1e-6)
     assert not torch.allclose(clf.seen, x, atol=1e-2)
 
 
 def test_denoised_method_requires_a_denoiser():
     with pytest.raises(ConfigError, match="needs denoiser"):
-        build_step(FINETUNE, {"name": "denoised"})
+        build_step(FINETUNE, filled("finetune_method", {"name": "denoised"}))
 
 
 def test_add_gaussian_noise_uses_a_per_image_sigma():
@@ -281,7 +284,7 @@ def pd_isna(value) -> bool:
 
 def test_denoised_step_accepts_soft_targets():
     torch.manual_seed(0)
-    step = build_step(FINETUNE, {"name": "denoised"}, denoiser=tiny_mae())
+    step = build_step(FINETUNE, filled("finetune_method", {"name": "denoised"}), denoiser=tiny_mae())
     soft = torch.full((4, 10), 0.1)
     loss, metrics = step(tiny_classifier(), torch.rand(4, 3, 16, 16), soft)
     assert torch.isfinite(loss) and 0 <= metrics["acc"] <= 1
@@ -289,7 +292,7 @@ def test_denoised_step_accepts_soft_targets():
 
 def test_de3_with_masking_reconstructs_every_patch_and_is_randomized():
     torch.manual_seed(0)
-    defended, randomized = build_defense({"name": "de3", "sigma_255": 0, "mask_ratio": 0.5},
+    defended, randomized = build_defense(filled("defense", {"name": "de3", "sigma_255": 0, "mask_ratio": 0.5}),
                                          tiny_classifier().eval(), tiny_mae())
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
@@ -313,11 +316,11 @@ def test_de3_unnormalises_a_norm_pix_denoiser_with_the_received_images_patches()
     mae, clf = _zero_prediction_mae(), tiny_classifier().eval()
     x = torch.rand(3, 3, 16, 16) * 0.6 + 0.2
     patch_means = mae.patchify(x).mean(-1, keepdim=True).expand(-1, -1, 48)  # [N, L, p*p*3]
-    defended, _ = build_defense({"name": "de3", "sigma_255": 70}, clf, mae)
+    defended, _ = build_defense(filled("defense", {"name": "de3", "sigma_255": 70}), clf, mae)
     with torch.no_grad():
         out = defended.purify(x)  # noise σ_test = 70/255 goes in; statistics come from x itself
     assert torch.allclose(mae.patchify(out), patch_means, atol=1e-5)
-    masked, _ = build_defense({"name": "de3", "sigma_255": 0, "mask_ratio": 0.75}, clf, mae)
+    masked, _ = build_defense(filled("defense", {"name": "de3", "sigma_255": 0, "mask_ratio": 0.75}), clf, mae)
     with torch.no_grad():
         assert torch.allclose(mae.patchify(masked.purify(x)), patch_means, atol=1e-5)
 
@@ -348,7 +351,7 @@ def test_mae_baseline_degradation_is_masking_and_its_sweep_varies_the_mask_ratio
 
 
 def test_standard_finetuning_accepts_the_denoiser_of_its_de3_defense():
-    step = build_step(FINETUNE, {"name": "standard"}, denoiser=tiny_mae())
+    step = build_step(FINETUNE, filled("finetune_method", {"name": "standard"}), denoiser=tiny_mae())
     loss, _ = step(tiny_classifier(), torch.rand(2, 3, 16, 16), torch.tensor([1, 2]))
     assert torch.isfinite(loss)
 

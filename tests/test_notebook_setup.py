@@ -3,7 +3,8 @@ parameters asking for values never run refused in one line, rerun figures kept a
 import pandas as pd
 import pytest
 
-from robust_mim.notebook import ParameterError, notebook_dirs, project_root, require_values
+from conftest import REPO
+from robust_mim.notebook import ParameterError, notebook_dirs, notebook_parameters, project_root, require_values
 from robust_mim.records import make_record, provenance, write_record
 from robust_mim.reporting.records import ProfileMismatch, RecordsMissing, load_records
 
@@ -64,3 +65,61 @@ def test_a_value_never_run_names_the_values_that_were():
     require_values(df, "radius", if_any=True, radii=[0.25])  # no certification at all: column left empty
     with pytest.raises(ParameterError, match="radii = 0.25 was never run: the records hold radii = nothing"):
         require_values(df, "radius", radii=[0.25])
+
+
+# ----------------------------------------------------------------------------- the headline ε flows from the profile
+
+
+def _parameters_cell(path) -> dict:
+    """name -> value of every assignment in a notebook's parameters cell."""
+    import ast
+    import json
+
+    cells = json.loads(path.read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    return {t.id: ast.literal_eval(node.value) for node in ast.parse(source).body for t in node.targets}
+
+
+def test_notebooks_read_the_headline_eps_from_the_profile_never_a_default_of_their_own():
+    paths = sorted((REPO / "notebooks").glob("*.ipynb"))
+    takes = {p.stem for p in paths if "headline_eps_255" in notebook_parameters(p)}
+    assert {"00_overview", "01_nim_de3", "02_mimir", "05_dat", "06_leaderboard"} <= takes
+    for path in paths:
+        cell = _parameters_cell(path)
+        assert list(cell) == notebook_parameters(path), path.name
+        assert cell.get("headline_eps_255") is None, f"{path.name} hard-codes the headline ε"
+
+
+def _notebook_flags(values: dict):
+    """rules/notebooks.smk's `notebook_flags`, with ``values`` as the profile's values."""
+    import re
+    import shlex
+
+    source = (REPO / "rules" / "notebooks.smk").read_text()
+    namespace = {"shlex": shlex, "notebook_parameters": notebook_parameters, "NOTEBOOK_PROFILE_VALUES": values}
+    exec(re.search(r"def notebook_flags.*?(?=\n\n\n)", source, re.S).group(0), namespace)
+    return namespace["notebook_flags"]
+
+
+def test_the_rule_passes_the_profiles_headline_eps_only_to_notebooks_that_take_it():
+    flags = _notebook_flags({"headline_eps_255": 4})
+    assert flags(REPO / "notebooks" / "02_mimir.ipynb") == "-p headline_eps_255 4"
+    assert flags(REPO / "notebooks" / "03_dmae_certified.ipynb") == ""  # no such parameter: papermill would warn
+
+
+def _write(root, model, evaluation, eps_255):
+    rows = [{"eps": e / 255, "accuracy": 0.5} for e in eps_255]
+    write_record(root / "results" / "test" / "records" / model / f"{evaluation}.json",
+                 make_record(model, evaluation, "test", rows, n_examples=4, params={},
+                             provenance=provenance({}, 0, "cpu", 0.0)))
+
+
+def test_a_manual_run_reads_the_headline_eps_from_the_records(checkout):
+    from robust_mim.reporting.claims import profile_headline_eps_255
+
+    with pytest.raises(RecordsMissing, match="no AutoAttack or strong-PGD record states the headline ε"):
+        profile_headline_eps_255(checkout / "results" / "test", "test")  # only pgd-linf: no 8.0 made up
+    _write(checkout, "m", "pgd-linf-strong", [4])  # the strong PGD runs at the headline ε only
+    assert profile_headline_eps_255(checkout / "results" / "test", "test") == 4
+    _write(checkout, "m", "autoattack-linf", [2])  # AutoAttack's ε wins where it ran
+    assert profile_headline_eps_255(checkout / "results" / "test", "test") == 2

@@ -75,6 +75,6 @@ def test_records_of_another_profile_stop_the_notebook_with_one_line(checkout):
 
 
 def test_an_eps_never_attacked_names_the_eps_that_were(checkout):
-    line = _error_line(checkout, "02_mimir.ipynb", profile="test", results_dir="results/test", eps_255=4)
-    assert line == "robust_mim: error: eps_255 = 4 was never run: the records hold eps_255 = 8 only; " \
-                   "pass values among them (-p eps_255 ...)"
+    line = _error_line(checkout, "02_mimir.ipynb", profile="test", results_dir="results/test", headline_eps_255=4)
+    assert line == "robust_mim: error: headline_eps_255 = 4 was never run: the records hold headline_eps_255 = 8 " \
+                   "only; pass values among them (-p headline_eps_255 ...)"

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import filled
 from robust_mim.errors import AttackInputError, ConfigError
 from robust_mim.papers.chen.models import JigsawHead, PretextModel, RotationHead, SelfieHead, build_pretext_model
 from robust_mim.models.resnet import ResNetBackbone, SoftmaxEnsemble, freeze_prefix, partial_parameters
@@ -276,7 +277,8 @@ def test_ensemble_pretraining_keeps_the_official_diversity_weight_by_default():
     from robust_mim.papers.chen.objective import PRETEXT_PRETRAIN
     from robust_mim.objectives import build_step
 
-    step = build_step(PRETEXT_PRETRAIN, {"name": "pretext_multitask", "steps": 1})  # no diversity_weight given
+    settings = filled("pretext_objective", {"name": "pretext_multitask", "steps": 1})  # no diversity_weight given
+    step = build_step(PRETEXT_PRETRAIN, settings)
     torch.manual_seed(0)
     loss, m = step(tiny_pretext_model(), torch.rand(4, 3, 16, 16), torch.zeros(4, dtype=torch.long))
     assert m["diversity"] != 0.0  # λ = 0.1: the log-det term is computed and added, not silently dropped

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import filled
 from robust_mim.errors import ConfigError
 from robust_mim.models.vq import VQAutoencoder, codebook_usage, psnr
 from robust_mim.objectives import FINETUNE, build_step
@@ -157,12 +158,12 @@ def test_dat_adversarial_input_is_the_requantized_quantized_image(digits):
 def test_dat_is_a_registered_finetuning_method(digits):
     x, y = digits[0][:4], digits[1][:4]
     vq = tiny_vq()
-    step = build_step(FINETUNE, {"name": "dat", "eps": 0.1}, vq=vq)
+    step = build_step(FINETUNE, filled("finetune_method", {"name": "dat", "eps": 0.1}), vq=vq)
     loss, terms = step(tiny_cnn(), x, y)
     assert torch.isfinite(loss) and set(terms) >= {"ce_clean", "ce_adv"}
     assert not vq.training and not any(p.requires_grad for p in vq.parameters())
     with pytest.raises(ConfigError, match="vq"):
-        build_step(FINETUNE, {"name": "dat"})
+        build_step(FINETUNE, filled("finetune_method", {"name": "dat"}))
 
 
 def test_dat_records_the_fraction_of_vq_codes_its_perturbation_changes(digits):

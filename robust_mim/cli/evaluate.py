@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from robust_mim.attacks.autoattack import OFFICIAL_BUDGET
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.cli.artifacts import attacked_model
-from robust_mim.evaluation.suite import default_suite, run_suite, sanity_checks, scoring_note
+from robust_mim.evaluation.suite import evaluation_suite, run_suite, sanity_checks, scoring_note
 from robust_mim.evaluation.worst_case import decode_mask, worst_case_accuracy
 
 
@@ -21,65 +19,6 @@ def _attack_args(p: argparse.ArgumentParser) -> None:
                         "(default: <log>.state next to --log; none without --log)")
 
 
-# the official AutoAttack's budget: its parameter -> the evaluation key that sets it
-AUTOATTACK_KEYS = {"apgd_steps": "aa_apgd_steps", "n_target_classes": "aa_target_classes",
-                   "fab_steps": "aa_fab_steps", "square_queries": "aa_square_queries", "eot_iter": "aa_eot_iter"}
-
-
-def autoattack_entry(ev: dict, state_dir: str | None = None) -> dict:
-    """The official AutoAttack at the headline ε (version auto: standard, or rand for randomized models).
-
-    Its budget is ``aa_*`` of the evaluation settings (the schema's defaults are AutoAttack's own,
-    `OFFICIAL_BUDGET`); records say whether it was the official budget.
-    """
-    budget = {param: ev.get(key, OFFICIAL_BUDGET[param]) for param, key in AUTOATTACK_KEYS.items()}
-    state = {"state_path": str(Path(state_dir) / "autoattack-linf.pt")} if state_dir else {}
-    return {"name": "autoattack-linf", "attack": "autoattack", "threat_model": "white-box",
-            "eps": [ev["headline_eps_255"] / 255], "norm": "linf", "version": "auto", **budget,
-            "batch_size": ev["batch_size"], **state}
-
-
-def suite_from_spec(ev: dict, randomized: bool, has_bare: bool, state_dir: str | None = None) -> list[dict]:
-    """The configured evaluation suite as data (ε in 1/255 units in the config → pixel units).
-
-    FGSM and PGD L∞ over the ε grid, the sanity-check attacks of `default_suite` (large ε,
-    strong PGD at the headline ε, EOT for randomized models, Square, gray-box), the official
-    AutoAttack (``pyautoattack``: standard, or rand for randomized models) and the ART
-    AutoAttack-style ensemble (the second opinion) at the headline ε, and PGD L2. On a
-    randomized model every attack is EOT: PGD averages ``eot_samples`` gradients, ART's
-    ensemble and Square attack the ``eot_samples``-draw average (``eot_wrap``), AutoAttack
-    runs its rand version.
-    """
-    grid, bs = [e / 255 for e in ev["eps_255"]], ev["batch_size"]
-    suite = [{"name": "fgsm-linf", "attack": "fgsm", "threat_model": "white-box", "eps": grid, "batch_size": bs}]
-    suite += default_suite(
-        grid, large_eps=ev["large_eps_255"] / 255, steps=ev["steps"], randomized=randomized, has_surrogate=has_bare,
-        restarts=ev["restarts"], strong_steps_factor=ev["strong_steps_factor"], strong_restarts=ev["strong_restarts"],
-        eot_samples=ev["eot_samples"], autoattack=False, square_queries=ev["square_queries"], batch_size=bs)
-    headline = [ev["headline_eps_255"] / 255]
-    square_eps = [e / 255 for e in ev.get("square_eps_255") or ev["eps_255"]]
-    for entry in suite:  # the 5x-steps PGD needs only the headline ε for its sanity check; Square its own grid
-        if entry["name"].endswith("-strong"):
-            entry["eps"] = headline
-        elif entry["attack"] == "square":
-            entry["eps"] = square_eps
-    if ev.get("autoattack_official", True):
-        suite.append(autoattack_entry(ev, state_dir))
-    if ev["autoattack"]:
-        suite.append({"name": "autoattack-style-linf", "attack": "autoattack-style", "threat_model": "white-box",
-                      "eps": headline, "norm": "linf", "steps": ev["apgd_steps"],
-                      "n_target_classes": ev["apgd_target_classes"], "queries": ev["square_queries"],
-                      "batch_size": bs})
-    for entry in suite if randomized and ev["eot_samples"] > 1 else []:
-        if entry["attack"] in ("autoattack-style", "square"):
-            entry["eot_wrap"] = ev["eot_samples"]
-    if ev["l2_eps"]:
-        suite.append({"name": "pgd-l2", "attack": "pgd", "threat_model": "white-box", "norm": "l2",
-                      "eps": [0.0, *ev["l2_eps"]], "steps": ev["steps"], "eot_samples": ev["eot_samples"] if randomized else 1,
-                      "batch_size": bs})
-    return suite
-
-
 @command("attack", _attack_args)
 def attack(args: argparse.Namespace) -> None:
     """Attack one (possibly defended) classifier with the configured suite; write records."""
@@ -90,9 +29,9 @@ def attack(args: argparse.Namespace) -> None:
     defended, bare = defended.to(dev), bare.to(dev)
     surrogates = {"bare": bare} if defended is not bare else {}
     state_dir = args.state_dir or (f"{args.log}.state" if args.log else None)
-    suite = suite_from_spec(ev, randomized, bool(surrogates), state_dir)
+    suite = evaluation_suite(ev, randomized=randomized, has_surrogate=bool(surrogates), state_dir=state_dir)
     generator = common.seeded_generator(spec, dev)
-    draws = ev.get("score_draws", 1)
+    draws = ev["score_draws"]
     log(f"attack {args.model_id}: {len(suite)} evaluations on {len(y)} test images, randomized={randomized}"
         f" ({scoring_note(randomized, draws)})")
     results = run_suite(defended, x.to(dev), y.to(dev), suite, surrogates=surrogates, randomized=randomized,

@@ -59,12 +59,12 @@ def checkpoint_info(results_dir: Path, model_id: str) -> dict:
 def model_cards(args: argparse.Namespace) -> None:
     """Write one RobustBench-style model card per trained classifier of the profile (atomically)."""
     spec, log, results, out = args.spec, common.make_logger(args.log), Path(args.results_dir), Path(args.out_dir)
-    settings = spec["models"]  # model id -> {"run": ..., "upstream": {run id: settings}}
+    settings = spec["models"]  # model id -> {"run": ..., "upstream": {run id: settings}}; + the profile's headline ε
     df = lb.load_leaderboard_records(results, spec["profile"])
     upstream = {m: list(s["upstream"]) for m, s in settings.items()}
     jobs = set(settings) | {u for us in upstream.values() for u in us}
     costs = lb.training_cost(lb.read_benchmarks(results), upstream, gpu_processes(results, jobs))
-    board = lb.leaderboard(df, costs, models=settings)
+    board = lb.leaderboard(df, costs, head_eps_255=spec["headline_eps_255"], models=settings)
     missing = sorted(set(settings) - set(board.index))
     if missing:
         raise ConfigError(f"no robustness records for model(s) {', '.join(missing)}: run rule attack_eval first")

@@ -23,6 +23,7 @@ import math
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
@@ -342,44 +343,72 @@ def run_suite(defended: nn.Module, x: Tensor, y: Tensor, suite: list[dict[str, A
                            score_draws=score_draws, progress=progress) for entry in suite]
 
 
-# ----------------------------------------------------------------------------- default suite
+# ----------------------------------------------------------------------------- the profile's suite
+
+# the official AutoAttack's budget: its parameter -> the evaluation key that sets it
+AUTOATTACK_KEYS = {"apgd_steps": "aa_apgd_steps", "n_target_classes": "aa_target_classes",
+                   "fab_steps": "aa_fab_steps", "square_queries": "aa_square_queries", "eot_iter": "aa_eot_iter"}
 
 
-def default_suite(eps_grid: list[float], large_eps: float | None = 64 / 255, steps: int = 10,
-                  randomized: bool = False, has_surrogate: bool = False, *, norm: str = "linf",
-                  restarts: int = 1, strong_steps_factor: int = 5, strong_restarts: int = 3,
-                  eot_samples: int = 10, autoattack: bool = True, apgd_steps: int = 100,
-                  n_target_classes: int = 9, square_queries: int = 1000, surrogate: str = "bare",
-                  transfer_surrogates: tuple[str, ...] = (), batch_size: int = 256) -> list[dict[str, Any]]:
-    """The project's standard suite as data: PGD, strong PGD, [EOT], [AutoAttack-style], Square, [gray-box, transfer].
+def evaluation_suite(ev: Mapping[str, Any], *, randomized: bool, has_surrogate: bool, state_dir: str | None = None,
+                     transfer_surrogates: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The evaluation suite as data, built from the profile's ``evaluation`` values (ε in 1/255 → pixels).
 
-    ``large_eps`` (added to the plain PGD and EOT grids only) feeds the "accuracy reaches
-    chance" check; the strong PGD (``strong_steps_factor``× steps, ``strong_restarts``
-    restarts) feeds the "more steps do not raise accuracy" check; EOT (randomized models)
-    the "EOT not weaker" check; Square, gray-box and transfer the "not stronger than
-    white-box" check.
+    In order: FGSM and PGD L∞ over the ε grid (PGD also at ``large_eps_255``, the "accuracy reaches
+    chance" check); strong PGD (``strong_steps_factor``× steps, ``strong_restarts``) at the headline ε,
+    the "more steps do not raise accuracy" check; PGD with EOT (``eot_samples`` gradients) on a
+    randomized model, the "EOT not weaker" check; black-box Square over ``square_eps_255`` (null: the
+    ε grid); gray-box PGD on the bare classifier (``has_surrogate``) and transfer PGD from each of
+    ``transfer_surrogates``, the "not stronger than white-box" check; the official AutoAttack
+    (``autoattack_official``: standard, or rand on a randomized model; budget ``aa_*``; its progress
+    under ``state_dir``) and the ART AutoAttack-style ensemble (``autoattack``, the second opinion) at
+    the headline ε; PGD L2 over ``l2_eps``. On a randomized model every attack is EOT: PGD averages
+    ``eot_samples`` gradients, the ensemble and Square attack the ``eot_samples``-draw average
+    (``eot_wrap``), AutoAttack runs its rand version.
     """
-    grid = sorted(set(float(e) for e in eps_grid))
-    wide = sorted(set(grid + ([float(large_eps)] if large_eps else [])))
-    pgd = {"attack": "pgd", "threat_model": "white-box", "norm": norm, "batch_size": batch_size}
-    suite = [{"name": f"pgd-{norm}", **pgd, "eps": wide, "steps": steps, "restarts": restarts, "eot_samples": 1},
-             {"name": f"pgd-{norm}-strong", **pgd, "eps": grid, "steps": steps * strong_steps_factor,
-              "restarts": strong_restarts, "eot_samples": 1}]
+    grid, headline, bs = [e / 255 for e in ev["eps_255"]], [ev["headline_eps_255"] / 255], ev["batch_size"]
+    wide = sorted(set(grid + ([ev["large_eps_255"] / 255] if ev["large_eps_255"] else [])))
+    eot = {"eot_wrap": ev["eot_samples"]} if randomized and ev["eot_samples"] > 1 else {}
+    pgd = {"attack": "pgd", "threat_model": "white-box", "norm": "linf", "batch_size": bs}
+    plain = {"steps": ev["steps"], "restarts": ev["restarts"]}
+    suite = [{"name": "fgsm-linf", "attack": "fgsm", "threat_model": "white-box", "eps": grid, "batch_size": bs},
+             {"name": "pgd-linf", **pgd, "eps": wide, **plain, "eot_samples": 1},
+             {"name": "pgd-linf-strong", **pgd, "eps": headline, "steps": ev["steps"] * ev["strong_steps_factor"],
+              "restarts": ev["strong_restarts"], "eot_samples": 1}]
     if randomized:
-        suite.append({"name": f"pgd-{norm}-eot", **pgd, "eps": wide, "steps": steps, "restarts": restarts,
-                      "eot_samples": eot_samples})
-    if autoattack:
-        suite.append({"name": f"autoattack-style-{norm}", "attack": "autoattack-style", "threat_model": "white-box",
-                      "eps": grid, "norm": norm, "steps": apgd_steps, "n_target_classes": n_target_classes,
-                      "queries": square_queries, "batch_size": batch_size})
-    suite.append({"name": f"square-{norm}", "attack": "square", "threat_model": "black-box", "eps": grid,
-                  "norm": norm, "queries": square_queries, "batch_size": batch_size})
+        suite.append({"name": "pgd-linf-eot", **pgd, "eps": wide, **plain, "eot_samples": ev["eot_samples"]})
+    suite.append({"name": "square-linf", "attack": "square", "threat_model": "black-box", "norm": "linf",
+                  "eps": [e / 255 for e in ev["square_eps_255"] or ev["eps_255"]], "queries": ev["square_queries"],
+                  "batch_size": bs, **eot})
     if has_surrogate:
-        suite.append({"name": f"pgd-{norm}-gray-box", **pgd, "threat_model": "gray-box", "surrogate": surrogate,
-                      "eps": grid, "steps": steps, "restarts": restarts})
-    suite += [{"name": f"pgd-{norm}-transfer-{s}", **pgd, "threat_model": "transfer", "surrogate": s,
-               "eps": grid, "steps": steps, "restarts": restarts} for s in transfer_surrogates]
+        suite.append({"name": "pgd-linf-gray-box", **pgd, "threat_model": "gray-box", "surrogate": "bare",
+                      "eps": sorted(set(grid)), **plain})
+    suite += [{"name": f"pgd-linf-transfer-{s}", **pgd, "threat_model": "transfer", "surrogate": s,
+               "eps": sorted(set(grid)), **plain} for s in transfer_surrogates]
+    if ev["autoattack_official"]:
+        suite.append(autoattack_entry(ev, state_dir))
+    if ev["autoattack"]:
+        suite.append({"name": "autoattack-style-linf", "attack": "autoattack-style", "threat_model": "white-box",
+                      "eps": headline, "norm": "linf", "steps": ev["apgd_steps"],
+                      "n_target_classes": ev["apgd_target_classes"], "queries": ev["square_queries"],
+                      "batch_size": bs, **eot})
+    if ev["l2_eps"]:
+        suite.append({"name": "pgd-l2", **pgd, "norm": "l2", "eps": [0.0, *ev["l2_eps"]], "steps": ev["steps"],
+                      "eot_samples": ev["eot_samples"] if randomized else 1})
     return suite
+
+
+def autoattack_entry(ev: Mapping[str, Any], state_dir: str | None = None) -> dict[str, Any]:
+    """The official AutoAttack at the headline ε (version auto: standard, or rand for randomized models).
+
+    Its budget is ``aa_*`` of the evaluation values (the schema's defaults are AutoAttack's own,
+    `robust_mim.attacks.autoattack.OFFICIAL_BUDGET`); records say whether it was the official budget.
+    """
+    budget = {param: ev[key] for param, key in AUTOATTACK_KEYS.items()}
+    state = {"state_path": str(Path(state_dir) / "autoattack-linf.pt")} if state_dir else {}
+    return {"name": "autoattack-linf", "attack": "autoattack", "threat_model": "white-box",
+            "eps": [ev["headline_eps_255"] / 255], "norm": "linf", "version": "auto", **budget,
+            "batch_size": ev["batch_size"], **state}
 
 
 # ----------------------------------------------------------------------------- sanity checks
@@ -529,6 +558,7 @@ def sanity_checks(results: list[dict[str, Any]], num_classes: int, randomized: b
     return checks
 
 
-__all__ = ["THREAT_MODELS", "QUERY_ONLY_ATTACKS", "LARGE_EPS_LINF", "SuiteEntry", "ThreatModel", "accuracy",
-           "craft", "default_suite", "full_params", "parse_entry", "preflight", "required_classes", "run_evaluation",
+__all__ = ["AUTOATTACK_KEYS", "THREAT_MODELS", "QUERY_ONLY_ATTACKS", "LARGE_EPS_LINF", "SuiteEntry", "ThreatModel",
+           "accuracy", "autoattack_entry", "craft", "evaluation_suite", "full_params", "parse_entry", "preflight",
+           "required_classes", "run_evaluation",
            "run_suite", "sanity_checks", "score_correct", "scoring_note", "seeded_rng", "tolerance"]

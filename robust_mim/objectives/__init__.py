@@ -12,6 +12,7 @@ The shared objectives live here (the MAE family's ``mae``/``nim``/``dmae`` corru
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch.nn.functional as F
@@ -25,32 +26,45 @@ PRETRAIN: Registry[Callable[..., Step]] = Registry("pretraining objective")
 FINETUNE: Registry[Callable[..., Step]] = Registry("fine-tuning method")
 
 
+AUX_MODULES = ("denoiser", "vq")  # frozen modules a run names (its `denoiser`, `vq`), loaded by the CLI
+
+
 def build_step(registry: Registry, settings: dict[str, Any], **aux: Any) -> Step:
-    """``settings = {"name": ..., **kwargs}`` → step; unknown arguments raise one ConfigError line."""
+    """``settings = {"name": ..., **kwargs}`` → step; a missing or unknown argument is one ConfigError line.
+
+    ``settings`` carries every argument of the factory: `robust_mim.config.validate_config` fills the
+    unset ones from the schema (``$defs.pretrain_objective``, ``finetune_method``, ...), the only place
+    their defaults are written. ``aux``: the run's frozen modules; a factory that names one of
+    ``AUX_MODULES`` receives it (None where the run has none), a module it does not take is an error.
+    """
     kwargs = {k: v for k, v in settings.items() if k != "name"}
     factory = registry.get(settings["name"])
+    takes = inspect.signature(factory).parameters
+    modules = {k: None for k in AUX_MODULES if k in takes}
     try:
-        return factory(**kwargs, **aux)
+        return factory(**kwargs, **{**modules, **{k: v for k, v in aux.items() if v is not None}})
     except TypeError as exc:
         raise ConfigError(f"{registry.kind} '{settings['name']}': {exc}") from None
 
 
 @PRETRAIN.register("mae")
-def _mae(mask_ratio: float = 0.75) -> Step:
+def _mae(mask_ratio: float) -> Step:
     from robust_mim.objectives.mim import mae_objective
     return lambda mae, x, y: mae_objective(mae, x, mask_ratio)
 
 
 @PRETRAIN.register("nim")
-def _nim(sampler: str = "gamma", mask_ratio: float = 0.0, **sampler_args: float) -> Step:
+def _nim(sampler: str, concentration: float, scale_255: float, high_255: float, sigma_255: float,
+         mask_ratio: float) -> Step:
     from robust_mim.objectives.mim import SIGMA_SAMPLERS, nim_objective
     if sampler not in SIGMA_SAMPLERS:
         raise ConfigError(f"unknown sigma sampler '{sampler}' (known: {', '.join(SIGMA_SAMPLERS)})")
-    return lambda mae, x, y: nim_objective(mae, x, sampler, mask_ratio, **sampler_args)
+    args = {"concentration": concentration, "scale_255": scale_255, "high_255": high_255, "sigma_255": sigma_255}
+    return lambda mae, x, y: nim_objective(mae, x, sampler, mask_ratio, **args)
 
 
 @PRETRAIN.register("dmae")
-def _dmae(sigma: float = 0.25, mask_ratio: float = 0.75) -> Step:
+def _dmae(sigma: float, mask_ratio: float) -> Step:
     from robust_mim.objectives.mim import dmae_objective
     return lambda mae, x, y: dmae_objective(mae, x, sigma, mask_ratio)
 
@@ -64,7 +78,7 @@ def cross_entropy_step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, 
 
 
 @FINETUNE.register("standard")
-def _standard(denoiser: nn.Module | None = None) -> Step:
+def _standard(denoiser: nn.Module | None) -> Step:
     """Cross-entropy on clean images. A run's ``denoiser`` serves only its test-time De³ defense
     (the MAE baseline of paper 1 fine-tunes on original images, official ``--on_original``)."""
     return cross_entropy_step
@@ -81,7 +95,7 @@ def _floats(terms: dict[str, Tensor]) -> dict[str, float]:
 
 
 @FINETUNE.register("pgd_at")
-def _pgd_at(eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10, attack_mode: str = "eval") -> Step:
+def _pgd_at(eps_255: float, step_255: float, steps: int, attack_mode: str) -> Step:
     """Madry PGD-AT (MIMIR's and Chen et al.'s fine-tuning): CE on PGD-``steps`` examples at ε, step in
     1/255 units, crafted with the model in ``attack_mode`` (eval: MIMIR, TRADES; train: Chen et al.)."""
     from robust_mim.objectives.adversarial import ATTACK_MODES, pgd_at_terms
@@ -97,7 +111,7 @@ def _pgd_at(eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10, attack
 
 
 @FINETUNE.register("trades")
-def _trades(beta: float = 6.0, eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10) -> Step:
+def _trades(beta: float, eps_255: float, step_255: float, steps: int) -> Step:
     """TRADES: CE(f(x)) + β · KL(f(x) ‖ f(x′)), x′ from ``steps`` KL-ascent steps at ε."""
     if steps < 1:
         raise ConfigError(f"trades needs steps >= 1, got {steps}")

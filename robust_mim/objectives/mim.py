@@ -14,14 +14,15 @@ from robust_mim.models.mim import MaskedAutoencoder
 SIGMA_SAMPLERS = ("gamma", "uniform", "fixed")
 
 
-def sample_sigma(n: int, sampler: str, *, concentration: float = 25.0, scale_255: float = 3.0,
-                 high_255: float = 150.0, sigma_255: float = 25.0,
-                 device: torch.device | str = "cpu") -> Tensor:
+def sample_sigma(n: int, sampler: str, *, concentration: float, scale_255: float, high_255: float,
+                 sigma_255: float, device: torch.device | str = "cpu") -> Tensor:
     """Per-image noise levels σ [N] in [0, 1] pixel units (NIM, You et al. 2023).
 
-    - ``gamma``: σ·255 ~ Gamma(concentration=25, scale=3), mean 75/255 (the reference default);
-    - ``uniform``: σ·255 ~ U(0, high_255=150);
+    - ``gamma``: σ·255 ~ Gamma(concentration, scale_255) (the reference: 25 and 3, mean 75/255);
+    - ``uniform``: σ·255 ~ U(0, high_255);
     - ``fixed``: σ = sigma_255 / 255.
+
+    The values come from the run's settings (schema ``$defs.nim_sampler_args``, defaults per objective).
 
     Draws use torch's global RNG, which the engine seeds and checkpoints.
     """
@@ -44,13 +45,13 @@ def add_gaussian_noise(x: Tensor, sigma: Tensor | float) -> Tensor:
     return x + sigma * torch.randn_like(x)
 
 
-def mae_objective(mae: MaskedAutoencoder, x: Tensor, mask_ratio: float = 0.75) -> tuple[Tensor, dict[str, float]]:
+def mae_objective(mae: MaskedAutoencoder, x: Tensor, mask_ratio: float) -> tuple[Tensor, dict[str, float]]:
     """MAE: mask ``mask_ratio`` of the clean image's patches; loss on the masked patches."""
     loss, *_ = mae(x, x, mask_ratio=mask_ratio, loss_on="masked")
     return loss, {"recon": loss.item()}
 
 
-def nim_objective(mae: MaskedAutoencoder, x: Tensor, sampler: str = "gamma", mask_ratio: float = 0.0,
+def nim_objective(mae: MaskedAutoencoder, x: Tensor, sampler: str, mask_ratio: float,
                   **sampler_args: float) -> tuple[Tensor, dict[str, float]]:
     """NIM: encoder sees ``x + σ·n`` with σ drawn per image; reconstruct the clean x on all patches."""
     sigma = sample_sigma(x.shape[0], sampler, device=x.device, **sampler_args)
@@ -58,8 +59,8 @@ def nim_objective(mae: MaskedAutoencoder, x: Tensor, sampler: str = "gamma", mas
     return loss, {"recon": loss.item(), "sigma_mean": sigma.mean().item()}
 
 
-def dmae_objective(mae: MaskedAutoencoder, x: Tensor, sigma: float = 0.25,
-                   mask_ratio: float = 0.75) -> tuple[Tensor, dict[str, float]]:
-    """DMAE: Gaussian noise (σ = 0.25) plus 75% masking; reconstruct the clean x on all patches."""
+def dmae_objective(mae: MaskedAutoencoder, x: Tensor, sigma: float,
+                   mask_ratio: float) -> tuple[Tensor, dict[str, float]]:
+    """DMAE: Gaussian noise σ plus masking (the paper: σ = 0.25, 75%); reconstruct the clean x on all patches."""
     loss, *_ = mae(add_gaussian_noise(x, sigma), x, mask_ratio=mask_ratio, loss_on="all")
     return loss, {"recon": loss.item()}

@@ -27,6 +27,7 @@ from robust_mim.evaluation.worst_case import NOT_ATTACKS, linf_attack_rows, wors
 SUITE_EVALUATIONS = ("sanity", "pgd-linf")  # a model with these ran the shared suite: a trained classifier
 ADAPTIVE_MARKERS = ("eot", "bpda", "feature", "pgd-mi")  # evaluation names of adaptive attacks
 AUTOATTACK, OFFICIAL_AUTOATTACK = "autoattack-style-linf", "autoattack-linf"  # ART ensemble, pyautoattack
+STRONG_PGD = "pgd-linf-strong"  # the suite's strong PGD, run at the headline ε only
 ROBUST = "robust accuracy"  # the headline: per-example worst case over every L∞ attack
 UPSTREAM_RULE_PREFIXES = ("pretrain", "train")  # rules that train what a classifier starts from (MIM, pretext, VQ)
 FLAG = "⚠ failed checks"
@@ -163,12 +164,19 @@ def failed_checks(df: pd.DataFrame) -> pd.Series:
     return names.groupby("model_id")["check"].agg(lambda s: ", ".join(sorted(set(s))))
 
 
-def headline_eps_255(df: pd.DataFrame, default: float = 8.0) -> float:
-    """ε (1/255) of the AutoAttack-style ensemble, the suite's headline ε; ``default`` when not run."""
-    if "eps" not in df:  # no attack record at all (e.g. a profile of certification or counts only)
-        return default
-    eps = df.loc[df["evaluation"] == autoattack_evaluation(df), "eps"].dropna()
-    return round(float(eps.max()) * 255, 3) if len(eps) else default
+def headline_eps_255(df: pd.DataFrame) -> float:
+    """The suite's headline ε (1/255; the profile's ``evaluation.headline_eps_255``) as the records state it:
+    the ε its AutoAttack ran at, else that of the strong PGD (which runs at the headline ε only).
+
+    Raises:
+        RecordsMissing: no record of either (one line: run rule attack_eval, or pass the ε).
+    """
+    for evaluation in (autoattack_evaluation(df), STRONG_PGD):
+        eps = df.loc[df["evaluation"] == evaluation, "eps"].dropna() if "eps" in df else []
+        if len(eps):
+            return round(float(eps.max()) * 255, 3)
+    raise RecordsMissing("no AutoAttack or strong-PGD record states the headline ε: run rule attack_eval "
+                         "(or pass headline_eps_255)")
 
 
 # ----------------------------------------------------------------------------- the leaderboard

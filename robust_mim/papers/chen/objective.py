@@ -41,7 +41,6 @@ from robust_mim.registry import Registry
 PRETEXT_PRETRAIN: Registry[Callable[..., Step]] = Registry("pretext pretraining objective")
 ENCODER_PREFIX = "encoder."  # `robust_mim.models.classifier.load_encoder` reads these keys
 VIT_EMBEDDINGS = ("patch_embed", "cls_token", "pos_embed")
-ENSEMBLE_DIVERSITY_WEIGHT = 0.1  # official ensemble_pretrain.py: λ of the gradient-diversity log-det
 
 
 # ----------------------------------------------------------------------------- pretraining steps
@@ -58,8 +57,7 @@ def _check_tasks(tasks: Sequence[str]) -> None:
 
 
 @PRETEXT_PRETRAIN.register("pretext")
-def _pretext(task: str, adversarial: bool = False, eps_255: float = 8.0, step_255: float = 2.0,
-             steps: int = 10) -> Step:
+def _pretext(task: str, adversarial: bool, eps_255: float, step_255: float, steps: int) -> Step:
     """One pretext task: P2 (clean loss) or P3 (½(clean + PGD-``steps``) loss); labels ``y`` unused."""
     _check_tasks([task])
     _check_attack(eps_255, step_255, steps)
@@ -71,9 +69,8 @@ def _pretext(task: str, adversarial: bool = False, eps_255: float = 8.0, step_25
 
 
 @PRETEXT_PRETRAIN.register("pretext_multitask")
-def _pretext_multitask(tasks: Sequence[str] = ("selfie", "jigsaw", "rotation"), adversarial: bool = True,
-                       eps_255: float = 8.0, step_255: float = 2.0, steps: int = 10,
-                       diversity_weight: float = ENSEMBLE_DIVERSITY_WEIGHT) -> Step:
+def _pretext_multitask(tasks: Sequence[str], adversarial: bool, eps_255: float, step_255: float, steps: int,
+                       diversity_weight: float) -> Step:
     """Ensemble pretraining: the mean of the tasks' ½(clean + adv) losses on one backbone (+ λ·diversity, λ = 0.1)."""
     _check_tasks(tasks)
     _check_attack(eps_255, step_255, steps)

@@ -113,7 +113,7 @@ def dat_loss(model: nn.Module, vq: VQAutoencoder, x: Tensor, y: Tensor, eps: flo
 
 
 @FINETUNE.register("dat")
-def _dat(vq: VQAutoencoder | None = None, eps: float = DAT_EPS, random_start: bool = True) -> Step:
+def _dat(vq: VQAutoencoder | None, eps: float, random_start: bool) -> Step:
     """FINETUNE ``"dat"`` (ε in pixel units, L2): needs the run's trained ``vq`` autoencoder."""
     _check_aux("dat", vq=vq)
     if eps < 0:

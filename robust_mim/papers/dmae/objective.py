@@ -35,7 +35,7 @@ def _check_sigma(method: str, sigma: float) -> None:
 
 
 @FINETUNE.register("gaussian")
-def _gaussian(sigma: float = 0.25) -> Step:
+def _gaussian(sigma: float) -> Step:
     """Cohen et al. (2019) Gaussian augmentation at ``sigma``; logs the cross-entropy."""
     _check_sigma("gaussian", sigma)
 
@@ -46,8 +46,7 @@ def _gaussian(sigma: float = 0.25) -> Step:
 
 
 @FINETUNE.register("consistency")
-def _consistency(sigma: float = 0.25, num_noise: int = 2, lbd: float = 2.0,
-                 eta: float | None = None) -> Step:
+def _consistency(sigma: float, num_noise: int, lbd: float, eta: float | None) -> Step:
     """Consistency-regularized Gaussian training (DMAE fine-tuning); ``eta=None`` → `default_eta`."""
     _check_sigma("consistency", sigma)
     eta = default_eta(sigma) if eta is None else eta

@@ -24,9 +24,6 @@ from robust_mim.models.mim import MaskedAutoencoder
 from robust_mim.objectives import FINETUNE, Step, _check_aux, cross_entropy_step
 from robust_mim.objectives.mim import SIGMA_SAMPLERS, add_gaussian_noise, sample_sigma
 
-# Fine-tuning noise of the reference code: σ·255 ~ U(0, 30).
-FINETUNE_SIGMA_HIGH_255 = 30.0
-
 
 @torch.no_grad()
 def denoised_images(denoiser: MaskedAutoencoder, x: Tensor, sigma: Tensor | float) -> Tensor:
@@ -44,12 +41,12 @@ def denoised_images(denoiser: MaskedAutoencoder, x: Tensor, sigma: Tensor | floa
     return denoiser.reconstruct(add_gaussian_noise(x, sigma), reference=x).detach()
 
 
-def denoised_step(model: nn.Module, x: Tensor, y: Tensor, denoiser: MaskedAutoencoder, sampler: str = "uniform",
+def denoised_step(model: nn.Module, x: Tensor, y: Tensor, denoiser: MaskedAutoencoder, sampler: str,
                   **sampler_args: float) -> tuple[Tensor, dict[str, float]]:
     """One De³ fine-tuning step: cross-entropy of ``model`` on denoised noisy images.
 
-    σ is drawn per image (default σ·255 ~ U(0, 30)); the denoiser runs without gradient, so
-    the loss backpropagates into ``model`` only.
+    σ is drawn per image by ``sampler`` (the method's schema default: σ·255 ~ U(0, 30)); the denoiser
+    runs without gradient, so the loss backpropagates into ``model`` only.
 
     Args:
         model: classifier [N, 3, H, W] in [0, 1] -> logits [N, K] (being trained).
@@ -64,13 +61,13 @@ def denoised_step(model: nn.Module, x: Tensor, y: Tensor, denoiser: MaskedAutoen
 
 
 @FINETUNE.register("denoised")
-def _denoised(denoiser: MaskedAutoencoder | None = None, sampler: str = "uniform",
-              high_255: float = FINETUNE_SIGMA_HIGH_255, **sampler_args: float) -> Step:
+def _denoised(denoiser: MaskedAutoencoder | None, sampler: str, concentration: float, scale_255: float,
+              high_255: float, sigma_255: float) -> Step:
     _check_aux("denoised", denoiser=denoiser)
     if sampler not in SIGMA_SAMPLERS:
         raise ConfigError(f"unknown sigma sampler '{sampler}' (known: {', '.join(SIGMA_SAMPLERS)})")
     frozen = freeze(denoiser)
-    args = {"high_255": high_255, **sampler_args}
+    args = {"concentration": concentration, "scale_255": scale_255, "high_255": high_255, "sigma_255": sigma_255}
     return lambda model, x, y: denoised_step(model, x, y, frozen, sampler, **args)
 
 
