@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import filled
 from robust_mim.errors import ConfigError
 from robust_mim.objectives.adversarial import (pgd_at_loss, pgd_at_terms, trades_loss, trades_perturb,
                                                trades_terms)
@@ -69,12 +70,12 @@ def test_pgd_at_attacks_in_train_mode_as_chen_et_al_when_asked(batch):
     for mode, attack_updates in (("train", 3), ("eval", 0)):
         model, seen = make_model().train(), []
         model[1].register_forward_pre_hook(lambda mod, inp: seen.append(mod.training))
-        build_step(FINETUNE, {"name": "pgd_at", "steps": 3, "attack_mode": mode})(model, x, y)
+        build_step(FINETUNE, filled("finetune_method", {"name": "pgd_at", "steps": 3, "attack_mode": mode}))(model, x, y)
         assert seen == [mode == "train"] * 3 + [True]  # three attack steps, then the outer loss in train mode
         assert int(model[1].num_batches_tracked) == attack_updates + 1
         assert model.training and model[3].training  # modes restored
     with pytest.raises(ConfigError, match="attack_mode"):
-        build_step(FINETUNE, {"name": "pgd_at", "attack_mode": "inference"})
+        build_step(FINETUNE, {**filled("finetune_method", {"name": "pgd_at"}), "attack_mode": "inference"})
 
 
 @pytest.mark.parametrize("loss_fn", LOSSES, ids=["pgd_at", "trades"])

@@ -214,7 +214,7 @@ def test_selfie_is_recorded_and_compared_as_selfie_like(tmp_path):
     """Our Selfie is a simplified task (deviations): its pretext record, grid cell and paper comparison say so."""
     from robust_mim.papers.chen import tables as tc
 
-    s = spec({"id": "sel-p2", "objective": {"name": "pretext", "task": "selfie"}}, backbone=None,
+    s = spec({"id": "sel-p2", "objective": filled("pretext_objective", {"name": "pretext", "task": "selfie"})}, backbone=None,
              pretext={**PRETEXT, "selfie_masked": 2}, chen_eval={**EVAL, "n_examples": 8, "steps": 1})
     rc = cli("pretrain-pretext", s, "--out", str(tmp_path / "enc.safetensors"), "--run-dir", str(tmp_path / "pre"),
              "--record", str(tmp_path / "pretext.json"), "--log", str(tmp_path / "pre.log"))
@@ -259,14 +259,14 @@ def test_cifar10_chen_runs_use_the_official_optimiser_recipes(repo):
         if run["method"]["name"] == "pgd_at":
             assert run["method"]["attack_mode"] == "train"
     others = [resolve_run(cfg["finetune"], m) for m in ("at-mimir", "scratch", "dmae-cons-s025")]
-    assert all("optimizer" not in r and "attack_mode" not in r["method"] for r in others)  # AdamW, eval-mode PGD
+    assert all("optimizer" not in r and r["method"].get("attack_mode", "eval") == "eval" for r in others)  # AdamW, eval PGD
 
 
 def test_the_official_finetuning_recipe_runs_through_the_cli(pretrained, tmp_path):
     """SGD + MultiStepLR + train-mode PGD (the cifar10 profile's chen runs) from the spec to the metrics."""
     run = {"id": "ft-sgd", "init": "rot-p3", "epochs": 2, "optimizer": "sgd", "blr": 0.2, "weight_decay": 3e-4,
-           "momentum": 0.9, "schedule": "step", "lr_milestones": [1], "method": {"name": "pgd_at", "steps": 1,
-                                                                                  "attack_mode": "train"}}
+           "momentum": 0.9, "schedule": "step", "lr_milestones": [1],
+           "method": filled("finetune_method", {"name": "pgd_at", "steps": 1, "attack_mode": "train"})}
     rc = cli("finetune", spec(run), "--out", str(tmp_path / "ft.safetensors"), "--run-dir", str(tmp_path / "ft"),
              "--init", str(pretrained / "enc.safetensors"), "--log", str(tmp_path / "ft.log"))
     assert rc == 0, (tmp_path / "ft.log").read_text()
