@@ -39,6 +39,14 @@ def filled(kind: str, settings: dict) -> dict:
     return registered_settings(_schema(), kind, settings)
 
 
+def vq_arch(**overrides) -> dict:
+    """A VQ autoencoder's architecture: the schema's defaults (``$defs.vq_arch``), then ``overrides``."""
+    from robust_mim.models.vq import VQ_ARCH_KEYS
+
+    props = _schema()["$defs"]["vq_arch"]["properties"]
+    return {**{k: props[k]["default"] for k in VQ_ARCH_KEYS}, **overrides}
+
+
 def evaluation_values(**values) -> dict:
     """A profile's ``evaluation`` section: ``values`` over the schema's defaults, as validate_config fills it
     (what `robust_mim.evaluation.suite.evaluation_suite` and the ``attack`` command receive)."""

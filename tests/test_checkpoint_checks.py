@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ENV, REPO
+from conftest import ENV, REPO, vq_arch
 from robust_mim.checkpoints import weights_kind
 from robust_mim.cli import common
 from robust_mim.models.vq import load_vq
@@ -39,7 +39,7 @@ def files(tmp_path_factory):
         "classifier_2": common.build_classifier(nano, 2).state_dict(),
         "classifier_micro": common.build_classifier(micro, 10).state_dict(),
         "mae_micro": common.build_mae(micro).state_dict(),
-        "vq": VQAutoencoder().state_dict(),
+        "vq": VQAutoencoder(**vq_arch()).state_dict(),
     }
     states["encoder"] = {k: v for k, v in states["mae"].items() if k.startswith("encoder.")}
     for name, state in states.items():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import filled
+from conftest import filled, vq_arch
 from robust_mim.cli import main
 from robust_mim.cli import common
 from robust_mim.models.vq import load_vq, save_vq
@@ -23,8 +23,8 @@ from robust_mim.models.vq import VQAutoencoder
 from robust_mim.records import validate_record
 
 TRAIN = {"batch_size": 256, "blr": 4e-3, "weight_decay": 0.0, "warmup_epochs": 0, "betas": [0.9, 0.99], "seed": 0}
-VQ_RUN = {"id": "vq-tiny", "epochs": 2, **TRAIN, "downsample": 4, "codebook_size": 16, "codebook_dim": 4, "hidden": 8,
-          "eval_examples": 96, "recon_examples": 3}
+VQ_RUN = {"id": "vq-tiny", "epochs": 2, **TRAIN, **vq_arch(downsample=4, codebook_size=16, codebook_dim=4, hidden=8),
+          "eval_examples": 96, "recon_examples": 3}  # a dat.vq run as validate_config fills it
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,7 +85,7 @@ def test_training_the_vq_longer_improves_reconstruction(vq_run):
     _, paths = vq_run
     torch.manual_seed(0)
     x, _ = first_examples(common.dataset(spec(VQ_RUN), "test"), VQ_RUN["eval_examples"])
-    untrained = VQAutoencoder(4, 16, 4, 8).eval()
+    untrained = VQAutoencoder(**vq_arch(downsample=4, codebook_size=16, codebook_dim=4, hidden=8)).eval()
     with torch.no_grad():
         untrained(x[:32])  # k-means initialisation of the codebook, as the trained one had
     assert reconstruction_stats(load_vq(paths["weights"]), x, 32)["psnr"] > reconstruction_stats(untrained, x, 32)["psnr"]
@@ -205,8 +205,9 @@ def test_test_time_quantization_is_attacked_with_bpda(vq_run):
 
 
 def test_save_vq_keeps_the_architecture(tmp_path):
-    vq = VQAutoencoder(2, 8, 4, 8)
-    save_vq(vq, {"downsample": 2, "codebook_size": 8, "codebook_dim": 4, "hidden": 8}, tmp_path / "v.safetensors", "h")
+    arch = vq_arch(downsample=2, codebook_size=8, codebook_dim=4, hidden=8)
+    vq = VQAutoencoder(**arch)
+    save_vq(vq, arch, tmp_path / "v.safetensors", "h")
     again = load_vq(tmp_path / "v.safetensors")
     assert again.downsample == 2 and again.codebook_size == 8
     for (k, a), (_, b) in zip(vq.state_dict().items(), again.state_dict().items()):

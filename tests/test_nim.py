@@ -342,12 +342,13 @@ def test_mae_baseline_degradation_is_masking_and_its_sweep_varies_the_mask_ratio
     torch.manual_seed(0)
     x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 10, (4,))
     rows = sigma_tradeoff(tiny_classifier().eval(), tiny_mae().eval(), x, y, [0, 50, 75, 100, 140], 8 / 255,
-                          steps=1, eot_samples=2, degradation="mask")
+                          steps=1, eot_samples=2, batch_size=4, degradation="mask")
     assert sorted({r["mask_ratio"] for r in rows}) == [0.0, 0.5, 0.75]  # γ = v/100, γ >= 1 skipped
     assert all(r["sigma"] == 0 and r["degradation"] == "mask" for r in rows)
     assert {r["eot_samples"] for r in rows if r["mask_ratio"] > 0} == {2}  # masking is randomized: EOT
     with pytest.raises(ConfigError, match="degradation"):
-        sigma_tradeoff(tiny_classifier(), tiny_mae(), x, y, [0], 0.0, degradation="blur")
+        sigma_tradeoff(tiny_classifier(), tiny_mae(), x, y, [0], 0.0, steps=1, eot_samples=1, batch_size=4,
+                       degradation="blur")
 
 
 def test_standard_finetuning_accepts_the_denoiser_of_its_de3_defense():

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import filled
+from conftest import filled, vq_arch
 from robust_mim.errors import ConfigError
 from robust_mim.models.vq import VQAutoencoder, codebook_usage, psnr
 from robust_mim.objectives import FINETUNE, build_step
@@ -29,9 +29,11 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     x = x.repeat(1, 3, 1, 1) * torch.tensor([1.0, 0.7, 0.4]).view(1, 3, 1, 1)
     return x, torch.tensor(d.target[:128])
 
+EPS = 0.1  # DAT's L2 step (the schema's default for method dat; official pgd_generator eps=0.1)
+
 
 def tiny_vq(downsample: int = 4) -> VQAutoencoder:
-    return VQAutoencoder(downsample=downsample, codebook_size=32, codebook_dim=8, hidden=16)
+    return VQAutoencoder(**vq_arch(downsample=downsample, codebook_size=32, codebook_dim=8, hidden=16))
 
 
 def tiny_cnn() -> nn.Module:
@@ -56,7 +58,7 @@ def test_vq_shapes(downsample):
 
 def test_vq_rejects_bad_configuration():
     with pytest.raises(ConfigError, match="downsample"):
-        VQAutoencoder(downsample=3)
+        VQAutoencoder(**vq_arch(downsample=3))
     with pytest.raises(ConfigError, match="divisible by 4"):
         tiny_vq(4)(torch.rand(1, 3, 18, 18))
 
@@ -130,7 +132,7 @@ def test_dat_loss_trains_the_classifier_only(digits):
     model, vq = tiny_cnn(), tiny_vq()
     vq(x)  # k-means initialisation of the codebook in training mode
     codebook = vq.quantizer.codebook.clone()
-    loss, terms = dat_loss(model, vq, x, y)
+    loss, terms = dat_loss(model, vq, x, y, EPS)
     assert torch.isfinite(loss) and loss.dim() == 0
     clean_ce = F.cross_entropy(model(x), y).item()
     assert terms["ce_clean"] == pytest.approx(clean_ce, rel=1e-5)
@@ -152,7 +154,7 @@ def test_dat_adversarial_input_is_the_requantized_quantized_image(digits):
         expected = F.cross_entropy(model(vq.quantize_image(vq.quantize_image(x))), y).item()
     assert terms["ce_adv"] == pytest.approx(expected, rel=1e-5)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert dat_loss(model, vq, x, y, generator=g1)[0].item() == dat_loss(model, vq, x, y, generator=g2)[0].item()
+    assert dat_loss(model, vq, x, y, EPS, generator=g1)[0].item() == dat_loss(model, vq, x, y, EPS, generator=g2)[0].item()
 
 
 def test_dat_is_a_registered_finetuning_method(digits):
@@ -195,18 +197,18 @@ def test_dat_attacks_and_trains_on_soft_targets_as_the_official_mixup_criterion(
     vq.eval()
     one_hot = F.one_hot(y, 10).float()  # [N, K]
     g_hard, g_soft = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    hard = dat_loss(model, vq, x, y, generator=g_hard)
-    soft = dat_loss(model, vq, x, one_hot, generator=g_soft)
+    hard = dat_loss(model, vq, x, y, EPS, generator=g_hard)
+    soft = dat_loss(model, vq, x, one_hot, EPS, generator=g_soft)
     assert soft[0].item() == pytest.approx(hard[0].item(), rel=1e-6) and soft[1] == pytest.approx(hard[1])
     lam, perm = 0.7, torch.roll(torch.arange(16), 1)
     mixed_x = lam * x + (1 - lam) * x[perm]
     mixed = 0.9 * (lam * one_hot + (1 - lam) * one_hot[perm]) + 0.1 / 10  # MixUp + label smoothing 0.1
-    loss, terms = dat_loss(model, vq, mixed_x, mixed)
+    loss, terms = dat_loss(model, vq, mixed_x, mixed, EPS)
     soft_ce = -(mixed * model(mixed_x).log_softmax(1)).sum(1).mean().item()
     assert terms["ce_clean"] == pytest.approx(soft_ce, rel=1e-5) and torch.isfinite(loss)
     assert terms["acc"] == pytest.approx((model(mixed_x).argmax(1) == mixed.argmax(1)).float().mean().item())
     x_hat = vq.quantize_image(mixed_x)
-    delta = dat_perturbation(model, x_hat, mixed, random_start=False)
+    delta = dat_perturbation(model, x_hat, mixed, EPS, random_start=False)
     with torch.no_grad():
         before = -(mixed * model(x_hat).log_softmax(1)).sum(1).mean()
         after = -(mixed * model(x_hat + delta).log_softmax(1)).sum(1).mean()

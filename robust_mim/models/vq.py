@@ -66,9 +66,8 @@ class VQAutoencoder(nn.Module):
         dead_code_threshold: codes with EMA usage below this are re-seeded from the batch.
     """
 
-    def __init__(self, downsample: int = 4, codebook_size: int = 128, codebook_dim: int = 32, hidden: int = 64,
-                 commitment_weight: float = 0.25, decay: float = 0.8, kmeans_init: bool = True,
-                 dead_code_threshold: float = 2.0) -> None:
+    def __init__(self, *, downsample: int, codebook_size: int, codebook_dim: int, hidden: int,
+                 commitment_weight: float, decay: float, kmeans_init: bool, dead_code_threshold: float) -> None:
         super().__init__()
         if downsample not in (1, 2, 4, 8):
             raise ConfigError(f"VQ downsample factor must be 1, 2, 4 or 8, got {downsample!r}")

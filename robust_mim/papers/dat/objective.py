@@ -33,11 +33,7 @@ from robust_mim.models.vq import VQAutoencoder
 from robust_mim.objectives import FINETUNE, Step, _check_aux
 from robust_mim.models.classifier import freeze
 
-# Official DAT: pgd_generator(attack_type='L2', eps=0.1, attack_steps=1, attack_lr=0.1).
-DAT_EPS = 0.1
-
-
-def dat_perturbation(model: nn.Module, x_hat: Tensor, y: Tensor, eps: float = DAT_EPS, random_start: bool = True,
+def dat_perturbation(model: nn.Module, x_hat: Tensor, y: Tensor, eps: float, random_start: bool = True,
                      generator: torch.Generator | None = None) -> Tensor:
     """One-step L2 attack at the quantized image: δ with ‖δ‖₂ ≤ ε and x̂ + δ ∈ [0, 1].
 
@@ -75,7 +71,7 @@ def codes_changed(vq: VQAutoencoder, x_hat: Tensor, x_pert: Tensor) -> Tensor:
     return (before != after).flatten(1).float().mean(1)
 
 
-def dat_loss(model: nn.Module, vq: VQAutoencoder, x: Tensor, y: Tensor, eps: float = DAT_EPS,
+def dat_loss(model: nn.Module, vq: VQAutoencoder, x: Tensor, y: Tensor, eps: float,
              random_start: bool = True, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """DAT objective CE(f(x), y) + CE(f(Q(Q(x) + δ)), y); gradients reach ``model`` only.
 

@@ -84,7 +84,7 @@ def pretraining_label(objective: dict[str, Any] | None) -> str:
 
 
 
-def sigma_sweep_entry(eps: float, steps: int = 10, eot_samples: int = 8, batch_size: int = 256) -> dict[str, Any]:
+def sigma_sweep_entry(eps: float, steps: int, eot_samples: int, batch_size: int) -> dict[str, Any]:
     """Suite entry (`robust_mim.evaluation.suite`) of the sweep: clean (ε = 0) and L∞ PGD with EOT at ``eps``."""
     return {"name": "pgd-linf-eot", "attack": "pgd", "threat_model": "white-box", "norm": "linf",
             "eps": [0.0, float(eps)], "steps": steps, "restarts": 1, "eot_samples": eot_samples,
@@ -92,8 +92,8 @@ def sigma_sweep_entry(eps: float, steps: int = 10, eot_samples: int = 8, batch_s
 
 
 def sigma_tradeoff(classifier: nn.Module, denoiser: MaskedAutoencoder, x: Tensor, y: Tensor,
-                   sigmas_255: list[float], eps: float, *, steps: int = 10, eot_samples: int = 8,
-                   batch_size: int = 256, generator: torch.Generator | None = None,
+                   sigmas_255: list[float], eps: float, *, steps: int, eot_samples: int,
+                   batch_size: int, generator: torch.Generator | None = None,
                    degradation: str = "noise") -> list[dict[str, Any]]:
     """The paper's σ_test trade-off: clean and PGD-EOT accuracy of De³ at every degradation level.
 
