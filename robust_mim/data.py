@@ -375,5 +375,5 @@ def random_crop_flip(x: Tensor, padding: int, flip: bool) -> Tensor:
     return out.contiguous()
 
 
-__all__ = ["DATASETS", "ImageTensors", "cached_split", "check_dataset", "epoch_batches", "evaluation_indices", "first_examples", "load_dataset",
-           "load_rgb", "num_classes", "random_crop_flip"]
+__all__ = ["DATASETS", "ImageTensors", "cached_split", "check_dataset", "epoch_batches", "evaluation_indices",
+           "first_examples", "load_dataset", "load_rgb", "num_classes", "random_crop_flip"]

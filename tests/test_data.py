@@ -187,7 +187,8 @@ def test_a_corrupt_cache_is_decoded_again_and_replaced(tmp_path, damage):
     (path,) = (root / ".cache").glob("imagefolder-test-*.safetensors")
     raw = path.read_bytes()
     broken = {"garbage": b"not a safetensors file", "truncated": raw[: len(raw) // 2],
-              "flipped_pixel": _flip_byte(raw, path, "images"), "flipped_label": _flip_byte(raw, path, "labels")}[damage]
+              "flipped_pixel": _flip_byte(raw, path, "images"),
+              "flipped_label": _flip_byte(raw, path, "labels")}[damage]
     path.write_bytes(broken)
     again = load_dataset("imagefolder-memory", str(root), "test", 12)
     assert torch.equal(again.images, good.images) and torch.equal(again.labels, good.labels)
