@@ -7,6 +7,7 @@ Runs, in one process with a fixed number of torch threads:
 - ``pgd``:      PGD-10 of `robust_mim.attacks.core` vs ART's ``ProjectedGradientDescentPyTorch`` and ``...Numpy``;
 - ``certify``:  batched randomized-smoothing CERTIFY vs a per-sample loop;
 - ``autoattack``: official AutoAttack standard through `robust_mim.attacks.autoattack` vs calling ``pyautoattack`` directly;
+- ``cpu_train``: CPU training of the cifar10-cpu model: in-memory vs PIL data, bf16 / compile vs fp32 steps;
 - ``gpu``:      training MFU on a GPU (skipped without CUDA);
 - ``pipeline``: wall time and peak memory of every job of ``snakemake all`` (from its benchmark files).
 
@@ -82,6 +83,14 @@ def _autoattack(args: argparse.Namespace, tmp: Path) -> dict:
     return {"benchmark": "autoattack_overhead", "runs": runs, "ratio": min(r["ratio"] for r in runs)}
 
 
+def _cpu_train(args: argparse.Namespace, tmp: Path) -> dict:
+    from benchmarks import bench_cpu_train
+    quick = ["--arch", "vit_micro_patch4_32", "--batch-size", "8", "--steps", "1", "--repeats", "1",
+             "--data-images", "32", "--no-compile"]
+    return bench_cpu_train.main((quick if args.quick else []) + ["--threads", str(args.threads),
+                                                                  "--out", str(tmp / "cpu_train.json")])
+
+
 def _gpu(args: argparse.Namespace, tmp: Path) -> dict:
     from benchmarks import bench_gpu
     out = tmp / "gpu.json"
@@ -97,7 +106,8 @@ def _pipeline(args: argparse.Namespace, tmp: Path) -> dict:
 
 
 BENCHMARKS: dict[str, Runner] = {"engine": _engine, "mae": _mae, "pgd": _pgd, "certify": _certify,
-                                 "autoattack": _autoattack, "gpu": _gpu, "pipeline": _pipeline}
+                                 "autoattack": _autoattack, "cpu_train": _cpu_train, "gpu": _gpu,
+                                 "pipeline": _pipeline}
 
 
 def summary_rows(name: str, result: dict) -> list[dict]:
@@ -159,6 +169,19 @@ def _autoattack_rows(r: dict) -> list[dict]:
     return rows
 
 
+def _cpu_train_rows(r: dict) -> list[dict]:
+    data = r["data"]["results"]
+    rows = [_row("cpu_train/data", f"{data['memory (imagefolder-memory)']['images_per_s']:.0f} img/s",
+                 f"{data['PIL (imagefolder)']['images_per_s']:.0f} img/s", r["ratio"], "> 1",
+                 f"in-memory uint8 batches vs PIL DataLoader; {r['data']['images']} images")]
+    for s in r["steps"]:
+        base = s["results"]["fp32"]
+        rows += [_row(f"cpu_train/{s['workload']}/{name}", f"{row['images_per_s']:.0f} img/s",
+                      f"{base['images_per_s']:.0f} img/s", row["ratio"], "", f"{r['arch']}, vs fp32")
+                 for name, row in s["results"].items() if name != "fp32"]
+    return rows
+
+
 def _gpu_rows(r: dict) -> list[dict]:
     if r.get("status") != "ok":
         return [_row("gpu", note=f"skipped ({r.get('reason', 'no GPU')})")]
@@ -176,7 +199,7 @@ def _pipeline_rows(r: dict) -> list[dict]:
 
 SUMMARIES: dict[str, Callable[[dict], list[dict]]] = {
     "engine": _engine_rows, "mae": _mae_rows, "pgd": _pgd_rows, "certify": _certify_rows,
-    "autoattack": _autoattack_rows, "gpu": _gpu_rows, "pipeline": _pipeline_rows}
+    "autoattack": _autoattack_rows, "cpu_train": _cpu_train_rows, "gpu": _gpu_rows, "pipeline": _pipeline_rows}
 
 
 def run_one(name: str, args: argparse.Namespace, tmp: Path) -> dict:

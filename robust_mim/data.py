@@ -9,6 +9,10 @@ Every dataset yields ``(x, y)`` with ``x`` a float tensor ``[3, H, W]`` in ``[0,
 - ``cifar10``: torchvision's CIFAR-10 (downloads only when ``download`` is true).
 - ``imagefolder``: any ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` tree.
 - ``imagenet``: ImageNet-1k in ImageFolder layout, ``<root>/train`` and ``<root>/val``.
+- ``cifar10-memory`` / ``imagefolder-memory``: the same data as ``cifar10`` / ``imagefolder`` (the same
+  pixels, labels and order), decoded once into a uint8 tensor ``[N, 3, S, S]`` held in memory
+  (`ImageTensors`) and cached under ``<root>/.cache/``, so that later jobs load a split in a fraction of
+  a second and training slices batches without per-image PIL work.
 
 `check_dataset` (from `robust_mim.data_check`) checks a dataset's folders before any work starts;
 an image file that cannot be decoded is a `CorruptDataError` naming the file.
@@ -16,8 +20,12 @@ an image file that cannot be decoded is a `CorruptDataError` naming the file.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import warnings
+import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -25,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from robust_mim.data_check import (CIFAR10_FOLDER, CIFAR10_HOW, IMAGEFOLDER_HOW, IMAGENET_HOW, check_cifar10,
-                                   check_dataset, check_image_split)
+from robust_mim.data_check import (CIFAR10_FILES, CIFAR10_FOLDER, CIFAR10_HOW, IMAGEFOLDER_HOW, IMAGENET_HOW,
+                                   check_cifar10, check_dataset, check_image_split)
 from robust_mim.errors import ConfigError, CorruptDataError
 from robust_mim.registry import Registry
 
@@ -121,6 +129,156 @@ def imagenet(root: str, split: str, image_size: int, download: bool = False) -> 
     return _image_folder(path, _image_transform(image_size, split == "train", True))
 
 
+class ImageTensors(Dataset):
+    """A whole split held in memory: uint8 images ``[N, 3, S, S]``, int64 labels ``[N]``, class names.
+
+    Items are what the PIL datasets yield (float ``[3, S, S]`` = uint8 / 255, as ``ToTensor``, and an
+    int label), so every consumer sees the same values; `epoch_batches` and `first_examples` slice
+    whole batches instead (one uint8 → float conversion per batch, no per-image work).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, classes: list[str]) -> None:
+        self.images, self.labels, self.classes = images.contiguous(), labels, list(classes)
+        self.targets = labels.tolist()  # [N] ints, as ImageFolder's (`evaluation_indices` reads them)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.images[i].float().div(255), int(self.labels[i])
+
+    def batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Images ``idx`` as float ``[B, 3, S, S]`` in [0, 1] and their labels ``[B]``."""
+        return self.images[idx].float().div(255), self.labels[idx]
+
+
+CACHE_FOLDER = ".cache"  # under the dataset's root: <root>/.cache/<dataset>-<split>-<S>px-<key>.safetensors
+CACHE_VERSION = 1  # bump when the cached layout changes: old files then no longer match any key
+
+
+def _stack_pixels(images: Iterable["Image"], image_size: int) -> Tensor:
+    """PIL images as one uint8 tensor ``[N, 3, S, S]``, each resized by the transform the PIL datasets
+    apply (``T.Resize((S, S))``; PIL hands back an unchanged copy when the size already fits)."""
+    resize = _image_transform(image_size, False, False).transforms[0]
+    hwc = np.stack([np.asarray(resize(image), dtype=np.uint8) for image in images])  # [N, S, S, 3]
+    return torch.from_numpy(np.ascontiguousarray(hwc.transpose(0, 3, 1, 2)))
+
+
+def _file_sizes(folder: Path, names: Iterable[str] | None = None) -> list[tuple[str, int]]:
+    """``(path relative to folder, size in bytes)`` of the files ``names`` in ``folder`` (default: every file
+    below it, sorted): what identifies a decoded split's source (one ``stat`` per file, no decoding)."""
+    if names is not None:
+        return [(name, (folder / name).stat().st_size) for name in names]
+    found, stack = [], [""]
+    while stack:
+        sub = stack.pop()
+        with os.scandir(folder / sub) as entries:
+            for e in entries:
+                rel = f"{sub}/{e.name}" if sub else e.name
+                if e.is_dir():
+                    stack.append(rel)
+                else:
+                    found.append((rel, e.stat().st_size))
+    return sorted(found)
+
+
+def _source_key(folder: Path, files: list[tuple[str, int]], image_size: int) -> str:
+    """Key of a decoded split: the source folder's resolved path, its files' names and sizes, S, the layout."""
+    h = hashlib.sha256(f"v{CACHE_VERSION} {image_size}px {folder.resolve()}\n".encode())
+    h.update("".join(f"{name}\t{size}\n" for name, size in files).encode())
+    return h.hexdigest()[:16]
+
+
+def _crc32(images: Tensor, labels: Tensor) -> int:
+    """CRC-32 of the pixels and labels (about 0.04 s for CIFAR-10's training split)."""
+    return zlib.crc32(labels.numpy(), zlib.crc32(images.numpy()))
+
+
+def _read_cache(path: Path, key: str) -> ImageTensors | None:
+    """The cached split at ``path`` if it is readable, was written for ``key`` and its CRC matches."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta, images, labels = f.metadata() or {}, f.get_tensor("images"), f.get_tensor("labels")
+        intact = meta.get("key") == key and int(meta["crc32"]) == _crc32(images, labels)
+        return ImageTensors(images, labels, json.loads(meta["classes"])) if intact else None
+    except Exception:  # noqa: BLE001 - a torn or garbage cache is rebuilt, never trusted
+        return None
+
+
+def _write_cache(path: Path, key: str, data: ImageTensors) -> None:
+    """Save ``data`` atomically (older caches of the same split are removed); an unwritable root only warns."""
+    from robust_mim.io import WriteFailed, save_weights
+
+    meta = {"key": key, "crc32": str(_crc32(data.images, data.labels)), "classes": json.dumps(data.classes)}
+    try:
+        for old in path.parent.glob(f"{path.name.rsplit('-', 1)[0]}-*.safetensors"):
+            if old != path:  # another source's decoding of this split
+                old.unlink(missing_ok=True)
+        save_weights({"images": data.images, "labels": data.labels}, path, meta)
+    except (OSError, WriteFailed) as exc:
+        warnings.warn(f"cannot cache the decoded split at '{path}' ({exc}); it will be decoded again next time",
+                      stacklevel=3)
+
+
+def cached_split(root: str, name: str, split: str, image_size: int, source: Path, names: list[str] | None,
+                 decode: Callable[[], ImageTensors]) -> ImageTensors:
+    """The split from ``<root>/.cache/`` when its key matches, else ``decode()`` it once and cache it.
+
+    The key covers the ``source`` folder's path and the names and sizes of its files ``names`` (None: every
+    file below it) and ``image_size``; a changed source, or a corrupt cache file, is decoded again.
+    """
+    key = _source_key(source, _file_sizes(source, names), image_size)
+    path = Path(root) / CACHE_FOLDER / f"{name}-{split}-{image_size}px-{key}.safetensors"
+    data = _read_cache(path, key) if path.is_file() else None
+    if data is None:
+        data = decode()
+        _write_cache(path, key, data)
+    return data
+
+
+def _decode_cifar10(root: str, split: str, image_size: int) -> ImageTensors:
+    """torchvision's CIFAR-10 (its md5 checks, its parsing) as uint8 tensors; resized only if S != 32."""
+    from PIL import Image
+
+    ds = cifar10(root, split, image_size)  # ds.data: [N, 32, 32, 3] uint8
+    if image_size == ds.data.shape[1]:
+        images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # [N, 3, 32, 32]
+    else:
+        images = _stack_pixels(map(Image.fromarray, ds.data), image_size)
+    return ImageTensors(images, torch.tensor(ds.targets), ds.classes)
+
+
+@DATASETS.register("cifar10-memory")
+def cifar10_memory(root: str, split: str, image_size: int, download: bool = False) -> ImageTensors:
+    """``cifar10`` decoded once into memory and cached under ``<root>/.cache/`` (the same pixels and order)."""
+    check_cifar10(root, download)
+    folder = Path(root) / CIFAR10_FOLDER
+    if download and not all((folder / f).is_file() for f in CIFAR10_FILES):
+        cifar10(root, split, image_size, download=True)
+    batches = "test_batch" if split == "test" else "data_batch"
+    files = [f for f in CIFAR10_FILES if f == "batches.meta" or f.startswith(batches)]
+    return cached_split(root, "cifar10", split, image_size, folder, files,
+                        lambda: _decode_cifar10(root, split, image_size))
+
+
+def _decode_image_folder(path: Path, image_size: int) -> ImageTensors:
+    """Every image of an ImageFolder split, in ImageFolder's order and labels, as uint8 tensors."""
+    ds = _image_folder(path, None)
+    images = _stack_pixels((load_rgb(p) for p, _ in ds.samples), image_size)  # [N, 3, S, S]
+    return ImageTensors(images, torch.tensor(ds.targets), ds.classes)
+
+
+@DATASETS.register("imagefolder-memory")
+def imagefolder_memory(root: str, split: str, image_size: int, download: bool = False) -> ImageTensors:
+    """``imagefolder`` decoded once into memory and cached under ``<root>/.cache/`` (the same pixels and order)."""
+    path = Path(root) / split
+    check_image_split(path, "imagefolder-memory", IMAGEFOLDER_HOW)
+    return cached_split(root, "imagefolder", split, image_size, path, None,
+                        lambda: _decode_image_folder(path, image_size))
+
+
 def load_dataset(name: str, root: str, split: str, image_size: int, download: bool = False) -> Dataset:
     """Build a registered dataset; ``split`` is ``train`` or ``test``."""
     if split not in ("train", "test"):
@@ -179,6 +337,8 @@ def first_examples(dataset: Dataset, n: int | None) -> tuple[Tensor, Tensor]:
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
         return x[:n].clone(), y[:n].clone()
+    if isinstance(dataset, ImageTensors):
+        return dataset.batch(torch.tensor(evaluation_indices(dataset, n), dtype=torch.long))
     loader = DataLoader(torch.utils.data.Subset(dataset, evaluation_indices(dataset, n)), batch_size=256)
     xs, ys = zip(*loader)
     return torch.cat(xs), torch.cat(ys)
@@ -206,6 +366,10 @@ def epoch_batches(dataset: Dataset, batch_size: int, seed: int, epoch: int, *,
         for b in range(n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
             yield x[idx], y[idx]
+        return
+    if isinstance(dataset, ImageTensors):
+        for b in range(n_batches):
+            yield dataset.batch(order[b * batch_size:(b + 1) * batch_size])
         return
     loader = DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(), drop_last=drop_last,
                         num_workers=num_workers, pin_memory=torch.cuda.is_available(),
@@ -237,5 +401,6 @@ def random_flip(x: Tensor) -> Tensor:
     return torch.where(mirror.to(x.device)[:, None, None, None], x.flip(3), x)
 
 
-__all__ = ["DATASETS", "check_dataset", "epoch_batches", "evaluation_indices", "evaluation_subset", "first_examples",
-           "load_dataset", "load_rgb", "num_classes", "random_crop_flip", "random_flip"]
+__all__ = ["DATASETS", "ImageTensors", "cached_split", "check_dataset", "epoch_batches", "evaluation_indices",
+           "evaluation_subset", "first_examples", "load_dataset", "load_rgb", "num_classes", "random_crop_flip",
+           "random_flip"]

@@ -106,6 +106,9 @@ CHECKS: dict[str, Callable[[str, bool], None]] = {
     "cifar10": check_cifar10,
     "imagefolder": lambda root, download: check_image_tree("imagefolder", root, ("train", "test"), IMAGEFOLDER_HOW),
     "imagenet": lambda root, download: check_image_tree("imagenet", root, ("train", "val"), IMAGENET_HOW),
+    "cifar10-memory": check_cifar10,  # the same files, decoded once into <root>/.cache/
+    "imagefolder-memory": lambda root, download: check_image_tree("imagefolder-memory", root, ("train", "test"),
+                                                                  IMAGEFOLDER_HOW),
 }
 
 

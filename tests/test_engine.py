@@ -176,3 +176,63 @@ def test_flip_augment_only_mirrors_never_translates():
     same = (x_out == x_in).flatten(1).all(1)
     mirrored = (x_out == x_in.flip(3)).flatten(1).all(1)
     assert bool((same | mirrored).all()) and 10 < int(mirrored.sum()) < 54  # each image: itself or its mirror
+
+
+# ---- CPU options: bf16 autocast (cpu_amp) and in-memory uint8 datasets ----
+
+class _DtypeProbe(torch.nn.Module):
+    """A linear classifier on flattened 8x8 images that records the dtype its matmul computes in."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.seen = torch.nn.Linear(3 * 8 * 8, 4), []
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        self.seen.append(out.dtype)
+        return out
+
+
+def _probe_step(model, x, y):
+    return torch.nn.functional.cross_entropy(model(x).float(), y), {}
+
+
+def _uint8_images(n=32):
+    from robust_mim.data import ImageTensors
+
+    g = torch.Generator().manual_seed(0)
+    return ImageTensors(torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8),
+                        torch.randint(0, 4, (n,), generator=g), ["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize("options, dtype", [({}, torch.float32), ({"amp": True}, torch.float32),
+                                            ({"cpu_amp": True}, torch.bfloat16)])
+def test_cpu_amp_alone_runs_training_steps_under_bf16_on_the_cpu(tmp_path, options, dtype):
+    """``amp`` (CUDA) leaves CPU training in fp32 as before; ``cpu_amp`` turns bf16 autocast on there."""
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3, **options)
+    model = _DtypeProbe()
+    fit(model, _probe_step, _uint8_images(), cfg, tmp_path, device=torch.device("cpu"), log=lambda s: None)
+    assert model.seen and set(model.seen) == {dtype}
+    assert cfg.autocast(torch.device("cuda")) == options.get("amp", False)  # CUDA keeps reading amp only
+
+
+def test_an_in_memory_uint8_split_trains_bitwise_like_its_float_tensors(tmp_path):
+    """Slicing uint8 batches and dividing by 255 gives exactly the batches of the float images."""
+    data = _uint8_images()
+    as_float = torch.utils.data.TensorDataset(data.images.float() / 255, data.labels)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=1, augment="crop_flip")
+    models = []
+    for i, ds in enumerate((data, as_float)):
+        torch.manual_seed(0)
+        models.append(_DtypeProbe())
+        fit(models[-1], _probe_step, ds, cfg, tmp_path / str(i), device=torch.device("cpu"), log=lambda s: None)
+    assert all(torch.equal(a, b) for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()))
+
+
+def test_the_profile_key_cpu_amp_reaches_the_train_config():
+    from robust_mim.cli.common import train_config
+
+    run = {"epochs": 1, "batch_size": 8, "blr": 1e-3, "weight_decay": 0.0, "warmup_epochs": 0}
+    spec = {"seed": 0, "data": {}, "run": run}
+    assert train_config(spec).cpu_amp is False
+    assert train_config({**spec, "run": {**run, "cpu_amp": True}}).cpu_amp is True

@@ -114,7 +114,7 @@ def train_config(spec: dict[str, Any], num_classes: int | None = None) -> TrainC
         epochs=run["epochs"], batch_size=run["batch_size"], lr=run["blr"] * run["batch_size"] / 256,
         weight_decay=run["weight_decay"], warmup_epochs=run["warmup_epochs"], min_lr=run.get("min_lr", 0.0),
         betas=tuple(run.get("betas", (0.9, 0.95))), grad_clip=run.get("grad_clip"), seed=spec["seed"],
-        augment=run.get("augment", "none"), amp=run.get("amp", False),
+        augment=run.get("augment", "none"), amp=run.get("amp", False), cpu_amp=run.get("cpu_amp", False),
         num_workers=spec["data"].get("num_workers", 0), tf32=run.get("tf32", True),
         compile=run.get("compile", False), layer_decay=run.get("layer_decay", 1.0),
         mixup_alpha=run.get("mixup_alpha", 0.0), cutmix_alpha=run.get("cutmix_alpha", 0.0),
