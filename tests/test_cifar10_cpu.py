@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 from scipy.stats import norm
 
-from conftest import ENV, REPO
+from conftest import ENV, REPO, profile_schema
 from robust_mim.config import resolve_run, validate_config
 
 PROFILE = REPO / "config" / "cifar10-cpu.yaml"
@@ -20,8 +20,7 @@ PROFILE = REPO / "config" / "cifar10-cpu.yaml"
 
 @pytest.fixture(scope="module")
 def profile() -> dict:
-    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-    return validate_config(yaml.safe_load(PROFILE.read_text()), schema)
+    return validate_config(yaml.safe_load(PROFILE.read_text()), profile_schema())
 
 
 def _runs(profile: dict, paper: str) -> dict[str, dict]:

@@ -326,3 +326,17 @@ def test_mimir_schema_defaults_are_the_official_adaptive_evaluation(schema):
     props = schema["properties"]["mimir"]["properties"]
     assert props["feature_steps"]["default"] == props["mi_steps"]["default"] == 100
     assert props["batch_size"]["default"] == 16
+
+
+def test_no_schema_text_is_split_by_an_unquoted_comma(schema):
+    """YAML flow mappings end a plain description at its first ', ': the rest becomes a key with no value
+    (``{description: seed for training, data order and attacks}``). Every key of the schema is a word."""
+    def keys(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield k
+                yield from keys(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from keys(v)
+    assert not [k for k in keys(schema) if " " in str(k)]
