@@ -11,6 +11,7 @@ import yaml
 from robust_mim.config import compose_schema, resolve_run, validate_config
 from robust_mim.data_check import check_dataset
 from robust_mim.errors import ConfigError, RobustMimError
+from robust_mim.notebook import notebook_parameters
 from robust_mim.papers import PAPERS
 
 REPO = Path(workflow.basedir)
@@ -146,6 +147,17 @@ def notebook_inputs(wildcards):
     extra = NOTEBOOK_EXTRA_INPUTS.get(wildcards.notebook, lambda ms: [])(models)
     return {"notebook": str(REPO / "notebooks" / f"{wildcards.notebook}.ipynb"),
             "records": robustness_records(models) + list(extra)}
+
+
+# profile values a notebook receives when its parameters cell names them (a notebook run by hand reads them
+# from the records instead, e.g. robust_mim.reporting.claims.profile_headline_eps_255)
+NOTEBOOK_PROFILE_VALUES = {"headline_eps_255": config["evaluation"]["headline_eps_255"]}
+
+
+def notebook_flags(notebook):
+    """``-p name value`` (shell-quoted) for each profile value that ``notebook``'s parameters cell names."""
+    names = notebook_parameters(notebook)
+    return " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in NOTEBOOK_PROFILE_VALUES.items() if k in names)
 
 
 # further targets of `rule all` beyond the notebooks (rules/report.smk adds claims.md and the notebooks' HTML)

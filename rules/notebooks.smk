@@ -1,16 +1,3 @@
-from robust_mim.notebook import notebook_parameters
-
-# profile values a notebook receives when its parameters cell names them (a notebook run by hand reads them
-# from the records instead, e.g. robust_mim.reporting.claims.profile_headline_eps_255)
-NOTEBOOK_PROFILE_VALUES = {"headline_eps_255": config["evaluation"]["headline_eps_255"]}
-
-
-def notebook_flags(notebook):
-    """``-p name value`` (shell-quoted) for each profile value that ``notebook``'s parameters cell names."""
-    names = notebook_parameters(notebook)
-    return " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in NOTEBOOK_PROFILE_VALUES.items() if k in names)
-
-
 rule notebook_run:
     input:
         unpack(notebook_inputs),

@@ -4,11 +4,12 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO
+from robust_mim.config import validate_config
+from conftest import REPO, profile_schema
 
 pytestmark = pytest.mark.pipeline
 
-CONFIG = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+CONFIG = validate_config(yaml.safe_load((REPO / "config" / "test.yaml").read_text()), profile_schema())  # defaults filled
 RUNS = CONFIG["finetune"]["runs"]
 MIMIR_MODELS = sorted(m for m, run in RUNS.items() if "mimir" in run.get("papers", []))
 

@@ -6,10 +6,11 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
+from robust_mim.config import validate_config
+from conftest import REPO, snakemake, profile_schema
 
 pytestmark = pytest.mark.pipeline
-CONFIG = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+CONFIG = validate_config(yaml.safe_load((REPO / "config" / "test.yaml").read_text()), profile_schema())  # defaults filled
 RES = "results/test"
 
 
