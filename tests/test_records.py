@@ -79,3 +79,19 @@ def test_a_json_file_that_is_not_a_record_is_named_not_dropped(tmp_path, drop):
     (tmp_path / "m" / "b.json").write_text("[1, 2]")
     with pytest.raises(BadRecord, match="no schema_version or provenance"):
         list(iter_records(tmp_path))
+
+
+def test_compare_finds_a_changed_number_and_ignores_wall_time_date_and_commit(tmp_path):
+    from robust_mim.reporting.compare import compare_results, main
+
+    rec = {"model_id": "m", "rows": [{"eps": 0.03, "accuracy": 0.5}],
+           "provenance": {"git_commit": "a", "date": "d1", "wall_time_s": 1.0, "seed": 0}}
+    for run, acc, commit in (("one", 0.5, "a"), ("two", 0.5, "b"), ("three", 0.25, "a")):
+        path = tmp_path / run / "records" / "m" / "pgd.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({**rec, "rows": [{"eps": 0.03, "accuracy": acc}],
+                                    "provenance": {**rec["provenance"], "git_commit": commit, "wall_time_s": len(run)}}))
+    assert main([str(tmp_path / "one"), str(tmp_path / "two")]) == 0
+    found = compare_results(tmp_path / "one", tmp_path / "three")
+    assert found["records/m/pgd.json"] == [".rows[0].accuracy: 0.5 vs 0.25"]
+    assert main([str(tmp_path / "one"), str(tmp_path / "three")]) == 1
