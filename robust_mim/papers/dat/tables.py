@@ -47,7 +47,7 @@ PAPER_RESULTS = pd.DataFrame([
 ]).set_index("model (DAT-trained)")
 PAPER_CLAIMS = {
     "clean": "DAT improves clean accuracy over standard training (unlike pixel-space adversarial training)",
-    "mce": "DAT lowers the mean corruption error (mCE) over standard training",
+    "mce": "DAT lowers the corruption error over standard training (the paper: mCE on ImageNet-C)",
 }
 
 
