@@ -91,11 +91,11 @@ def test_notebooks_read_the_headline_eps_from_the_profile_never_a_default_of_the
 
 
 def _notebook_flags(values: dict):
-    """rules/notebooks.smk's `notebook_flags`, with ``values`` as the profile's values."""
+    """rules/common.smk's `notebook_flags` (used by rule notebook_run), with ``values`` as the profile's values."""
     import re
     import shlex
 
-    source = (REPO / "rules" / "notebooks.smk").read_text()
+    source = (REPO / "rules" / "common.smk").read_text()
     namespace = {"shlex": shlex, "notebook_parameters": notebook_parameters, "NOTEBOOK_PROFILE_VALUES": values}
     exec(re.search(r"def notebook_flags.*?(?=\n\n\n)", source, re.S).group(0), namespace)
     return namespace["notebook_flags"]
