@@ -66,3 +66,13 @@ def test_lock_pins_the_torch_a_fresh_machine_installs_without_a_download():
 def test_make_installs_the_lock():
     makefile = (REPO / "Makefile").read_text()
     assert "-r requirements.lock" in makefile and "--no-deps -e ." in makefile
+
+
+def test_each_papers_schema_ships_with_the_package(repo):
+    """The workflow reads robust_mim/papers/<key>/schema.yaml from the installed package: package data must name it."""
+    import fnmatch
+    import tomllib
+
+    data = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["robust_mim"]
+    schemas = [str(p.relative_to(repo / "robust_mim")) for p in (repo / "robust_mim" / "papers").glob("*/schema.yaml")]
+    assert schemas and all(any(fnmatch.fnmatch(s, pattern) for pattern in data) for s in schemas)
