@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -325,14 +326,16 @@ def robust_accuracy_by_pretraining(table: pd.DataFrame, title: str = "") -> plt.
     long = table.reset_index().melt(id_vars=["model_id", "pretraining"], value_vars=cols,
                                     var_name="evaluation", value_name="accuracy (%)")
     long["x"] = long["pretraining"].str.replace(" + AT", "\n+ AT") + "\n(" + long["model_id"] + ")"
-    fig, ax = plt.subplots(figsize=(max(6.4, 2.2 * table.shape[0]), 4.2))
+    long["evaluation"] = long["evaluation"].map(lambda e: textwrap.fill(e, 48))  # AutoAttack's name is long
+    fig, ax = plt.subplots(figsize=(max(6.4, 2.2 * table.shape[0]), 5.6))
     import seaborn as sns
 
     sns.barplot(data=long, x="x", y="accuracy (%)", hue="evaluation", ax=ax)
     ax.set_xlabel("")
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    # below the axes: to their right the legend took the width the group labels need (they overlapped)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     fig.tight_layout()
     return fig
 
