@@ -38,3 +38,15 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+# one target per paper: `snakemake --cores 2 mimir --configfile config/cifar10-cpu.yaml` runs that paper's chain
+# alone (its pretrainings, fine-tunings, evaluations and executed notebook; shared pretrainings once)
+for paper in PAPERS.values():
+
+    rule:
+        name:
+            paper.key
+        input:
+            f"{RES}/notebooks/{paper.notebook}.ipynb",
+            f"{RES}/html/{paper.notebook}.html",

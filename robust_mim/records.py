@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import json
 import platform
 import re
@@ -96,13 +97,31 @@ def _marker_applies(line: str) -> bool:
     return Marker(line.split(";", 1)[1]).evaluate()
 
 
+def device_name(device: str) -> str:
+    """The hardware behind ``device``: the GPU's name for ``cuda*``, else the CPU's model (``/proc/cpuinfo``)
+    and its logical core count, e.g. ``AMD EPYC 9B14 (2 logical cores)``."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux
+        pass
+    return f"{model} ({os.cpu_count()} logical cores)"
+
+
 def provenance(spec: Any, seed: int, device: str, wall_time_s: float,
                subset: dict[str, Any] | None = None) -> dict[str, Any]:
     """Provenance block for a record produced from configuration ``spec``; ``subset`` says which examples
     were evaluated (`robust_mim.data.evaluation_subset`: first n or class-stratified, and their hash)."""
     return {**git_commit(), "config_hash": config_hash(spec), "seed": seed, "versions": package_versions(),
             "environment": lock_status(), **({"evaluation_subset": subset} if subset is not None else {}),
-            "device": device, "host": platform.node(), "wall_time_s": round(wall_time_s, 3),
+            "device": device, "device_name": device_name(device), "host": platform.node(), "wall_time_s": round(wall_time_s, 3),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

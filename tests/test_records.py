@@ -95,3 +95,11 @@ def test_compare_finds_a_changed_number_and_ignores_wall_time_date_and_commit(tm
     found = compare_results(tmp_path / "one", tmp_path / "three")
     assert found["records/m/pgd.json"] == [".rows[0].accuracy: 0.5 vs 0.25"]
     assert main([str(tmp_path / "one"), str(tmp_path / "three")]) == 1
+
+
+def test_provenance_names_the_hardware_behind_the_device():
+    from robust_mim.records import device_name, provenance
+
+    block = provenance({"a": 1}, seed=0, device="cpu", wall_time_s=1.0)
+    assert block["device"] == "cpu" and block["device_name"] == device_name("cpu")
+    assert block["device_name"].endswith("logical cores)") and len(block["device_name"]) > len(" logical cores)") + 3

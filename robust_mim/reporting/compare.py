@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-IGNORED = {"date", "git_commit", "git_dirty", "host", "environment"}
+IGNORED = {"date", "git_commit", "git_dirty", "host", "device_name", "environment"}
 
 
 def ignored(key: str) -> bool:
