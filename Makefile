@@ -5,11 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 CORES ?= 8
+PROFILE ?= smoke
 SNAKEFLAGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all test install bench lint dry-run report help lab clean
+.PHONY: all test install bench lint dry-run report reference reference-export help lab clean
 
 all: $(STAMP)
 	snakemake --cores $(CORES) all $(SNAKEFLAGS)
@@ -41,6 +42,15 @@ lint: $(STAMP)
 	snakemake --lint
 	snakemake -n all
 
+# the committed reference records (reference/<profile>/): notebooks, reference/claims.md and README's claims
+# table rendered from them, nothing trained; `make reference-export PROFILE=cifar10-cpu` copies a finished run there
+reference: $(STAMP)
+	python -m robust_mim.reporting.reference render
+	@echo "Executed notebooks: results/reference/<profile>/html/; claims of every reference profile: reference/claims.md"
+
+reference-export: $(STAMP)
+	python -m robust_mim.reporting.reference export results/$(PROFILE)
+
 lab: $(STAMP)
 	jupyter lab notebooks/
 
@@ -54,6 +64,8 @@ help:
 	@echo "make all      install .venv if needed, then run the pipeline: snakemake --cores $(CORES) all"
 	@echo "make dry-run  list the jobs 'make all' would run, without running them: snakemake -n all"
 	@echo "make report   one HTML report of a finished run (figures, tables, notebooks): results/smoke/report.html"
+	@echo "make reference  render the notebooks and claims from the committed records in reference/ (no training)"
+	@echo "make reference-export  copy a finished run's records to reference/<profile>/ (PROFILE=$(PROFILE))"
 	@echo "make lab      open the notebooks in JupyterLab"
 	@echo "make test     the test suite (pytest)"
 	@echo "make bench    performance benchmarks (benchmarks/README.md)"

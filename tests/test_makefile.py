@@ -30,7 +30,8 @@ def test_help_describes_every_target():
 
 
 @pytest.mark.parametrize("target, command", [("dry-run", "snakemake -n all"),
-                                             ("report", "snakemake --report results/smoke/report.html")])
+                                             ("report", "snakemake --report results/smoke/report.html"),
+                                             ("reference", "python -m robust_mim.reporting.reference render")])
 def test_targets_run_their_snakemake_command(target, command):
     out = make("-n", target)
     assert out.returncode == 0, out.stderr

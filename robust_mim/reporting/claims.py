@@ -82,13 +82,13 @@ def headline_claims(judged: Mapping[str, pd.DataFrame], papers: list[PaperClaim]
     return pd.DataFrame(rows).set_index("paper")
 
 
-def _cell(text: Any) -> str:
+def table_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def claims_markdown(judged: Mapping[str, Mapping[str, pd.DataFrame]], scales: Mapping[str, str],
                     profile: str, notebooks: Iterable[str], provenance: str,
-                    papers: list[PaperClaim] | None = None) -> str:
+                    papers: list[PaperClaim] | None = None, links_from: str = "../../") -> str:
     """The claims table as markdown: one line per paper (headline claim, the paper's number and scale,
     ours and the status per profile with records, links to the notebook), then every claim per paper.
 
@@ -96,6 +96,7 @@ def claims_markdown(judged: Mapping[str, Mapping[str, pd.DataFrame]], scales: Ma
         judged: profile -> `judge_profile` output; scales: profile -> its scale note.
         profile: the profile this file belongs to (links to its executed notebooks, as ``html/<nb>.html``).
         notebooks: the notebooks this profile executes; provenance: one line saying what generated the file.
+        links_from: the path from the file's folder to the repository root (``results/<profile>/``: ``../../``).
     """
     papers, profiles, run = papers or paper_claims(), list(judged), set(notebooks)
     head = ["paper", "headline claim", "paper's number (its scale)"]
@@ -104,15 +105,15 @@ def claims_markdown(judged: Mapping[str, Mapping[str, pd.DataFrame]], scales: Ma
              f"_Generated from records, never typed by hand: {provenance}._", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in papers:
-        link = f"[source](../../notebooks/{p.notebook}.ipynb)"
+        link = f"[source]({links_from}notebooks/{p.notebook}.ipynb)"
         link += f" · [executed](html/{p.notebook}.html)" if p.notebook in run else ""
-        link += (f" · [deviations](../../figures/{profile}/{p.notebook}/deviations.html)" if p.notebook in run
-                 else f" · [deviations](../../robust_mim/papers/{p.key}/deviations.py)")
+        link += (f" · [deviations]({links_from}figures/{profile}/{p.notebook}/deviations.html)" if p.notebook in run
+                 else f" · [deviations]({links_from}robust_mim/papers/{p.key}/deviations.py)")
         cells = [p.title, p.claim, f"{p.paper_number} ({p.paper_scale})"]
         for prof in profiles:
             first = judged[prof][p.key].iloc[0]
             cells += [f"{first['claim']}: {first['ours']}", f"**{first['status']}**"]
-        lines.append("| " + " | ".join(_cell(c) for c in cells + [link]) + " |")
+        lines.append("| " + " | ".join(table_cell(c) for c in cells + [link]) + " |")
     lines += ["", "Verdicts: *held*, *not held*, *inconclusive (within noise)* or *not run at this scale*, decided by "
               "`robust_mim.evaluation.verdict` with two binomial standard errors of each difference; robust accuracy is the "
               "per-example worst case over every attack run. *deviations* lists, per paper, where this companion "
@@ -123,7 +124,7 @@ def claims_markdown(judged: Mapping[str, Mapping[str, pd.DataFrame]], scales: Ma
         lines += [f"### {p.title}", ""]
         for prof in profiles:
             lines += [f"**{prof}**", "", "| claim | ours | status |", "|---|---|---|"]
-            lines += [f"| {_cell(r.claim)} | {_cell(r.ours)} | {_cell(r.status)} |"
+            lines += [f"| {table_cell(r.claim)} | {table_cell(r.ours)} | {table_cell(r.status)} |"
                       for r in judged[prof][p.key].itertuples()]
             lines.append("")
     return "\n".join(lines) + "\n"

@@ -65,6 +65,21 @@ IMAGENET_SUBSET = row(
     "order within a class; data.evaluation_indices): one image per class",
     "attack cost (the first 1000 of the class-sorted folder, used before, held about 20 classes)",
     "yes (1000 images, one per class: ±3 points of binomial noise)")
+def cpu_budget(paper_specific: str, can_change_result: str) -> Deviation:
+    """The cifar10-cpu profile's recipe for one paper (fixed in config/cifar10-cpu.yaml before its reference run):
+    what every paper shares there, then ``paper_specific``."""
+    return row(
+        "cifar10-cpu profile (the committed reference records)",
+        "the paper's model and schedule on GPUs (see the rows above and the paper's scale in claims.md)",
+        "real CIFAR-10 (the lossy JPEG copy, about 30 dB PSNR, all 50,000 training images) at 32×32, "
+        "vit_micro_patch4_32 (4 blocks, width 64), MAE-family pretraining 10 epochs at batch 256, fine-tuning 3 "
+        "epochs at batch 128 with the shared AdamW recipe (blr 1e-3, 0.5 warmup epochs), adversarial training with "
+        "PGD-2 of step 5/255 at 8/255; evaluation on 1,000 test images (clean and corruptions on 10,000); "
+        + paper_specific,
+        "one recipe per paper fixed before the run so each paper's chain fits 60 minutes on a 2-core CPU",
+        can_change_result)
+
+
 OPTIMISER_LOOP = row(
     "training loop",
     "RandAugment, random erasing 0.25, gradient accumulation to the stated global batch",

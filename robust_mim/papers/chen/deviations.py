@@ -5,7 +5,7 @@ whether it can change the result. The paper's notebook renders it under its tabl
 """
 from __future__ import annotations
 
-from robust_mim.reporting.deviations import Deviation, row
+from robust_mim.reporting.deviations import Deviation, cpu_budget, row
 
 ROWS: tuple[Deviation, ...] = (
     row("backbone", "ResNet-50v2 (resnetv2.py)", "ResNet-18", "GPU time",
@@ -60,4 +60,9 @@ ROWS: tuple[Deviation, ...] = (
          "averaged) adversarially fine-tuned as a whole",
          "three separately PGD-AT-fine-tuned models, their softmax outputs averaged at test time",
          "reuses the grid's F4 runs", "yes (the ensemble rows)"),
+    cpu_budget(
+        "the rotation task only, on the profile's ViT (not ResNet-50v2; no selfie-like task), pretext "
+        "pretraining 5 epochs (P3 with PGD-2) and fine-tuning F4 with the shared AdamW recipe and PGD-AT "
+        "(not the official SGD recipes); the TA / ATA evaluation with PGD-20",
+        "yes (the headline claim is about Selfie; rotation P3 vs P1 is the comparison run here)"),
 )

@@ -11,7 +11,7 @@ of fine-tuning in eval mode (torchattacks 3.4.0 switches the model to eval for t
 """
 from __future__ import annotations
 
-from robust_mim.reporting.deviations import Deviation, IMAGENET_SUBSET, MAE_INIT, MAE_POOL, row
+from robust_mim.reporting.deviations import Deviation, IMAGENET_SUBSET, MAE_INIT, MAE_POOL, cpu_budget, row
 
 ROWS: tuple[Deviation, ...] = (
     row("model, patch size and data (cifar10 profile)",
@@ -53,4 +53,9 @@ ROWS: tuple[Deviation, ...] = (
         "yes (lr 0.025 was chosen for ViT-S with 70% generated data per batch; ViT-T on CIFAR-10 alone may "
         "need another)"),
     MAE_INIT, MAE_POOL, IMAGENET_SUBSET,
+    cpu_budget(
+        "PGD-AT fine-tuning with the shared AdamW recipe (not the official CIFAR-10 recipe of the cifar10 "
+        "profile); AutoAttack and ART at a reduced budget; the adaptive attacks PGD-20 / PGD-100, 20-step "
+        "feature PGD and PGD-MI, on batches of 250",
+        "yes (3 epochs of PGD-2 AT is far from the paper's 50 epochs of PGD-10)"),
 )
