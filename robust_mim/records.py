@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import json
+import os
 import platform
 import re
 import subprocess
@@ -121,7 +121,8 @@ def provenance(spec: Any, seed: int, device: str, wall_time_s: float,
     were evaluated (`robust_mim.data.evaluation_subset`: first n or class-stratified, and their hash)."""
     return {**git_commit(), "config_hash": config_hash(spec), "seed": seed, "versions": package_versions(),
             "environment": lock_status(), **({"evaluation_subset": subset} if subset is not None else {}),
-            "device": device, "device_name": device_name(device), "host": platform.node(), "wall_time_s": round(wall_time_s, 3),
+            "device": device, "device_name": device_name(device), "host": platform.node(),
+            "wall_time_s": round(wall_time_s, 3),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

@@ -119,6 +119,7 @@ def export_reference(results_dir: Path | str, reference_root: Path | str = REFER
         "hosts": sorted({p.get("host", "") for p in prov}),
         "versions": prov[0]["versions"],
         "scale_notes": sorted({r["scale_note"] for r in records if r.get("scale_note")}),
+        "data": sorted({json.dumps(spec_data(p)) for p in (results_dir / "specs").glob("*.json")} - {"null"}),
         "rule_wall_times": walls,
         "files": {str(rel): hashlib.sha256((results_dir / rel).read_bytes()).hexdigest() for rel in files},
     }
@@ -127,6 +128,11 @@ def export_reference(results_dir: Path | str, reference_root: Path | str = REFER
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return manifest
+
+
+def spec_data(path: Path) -> dict[str, Any] | None:
+    """The ``data`` block of a job spec (which dataset and copy the run read), None if it has none."""
+    return json.loads(path.read_text(encoding="utf-8")).get("data")
 
 
 def _papers(record: Mapping[str, Any]) -> list[str]:
@@ -148,6 +154,7 @@ def reference_readme(manifest: Mapping[str, Any]) -> str:
              f"- hardware: {'; '.join(manifest['devices'])}",
              f"- records: {manifest['records']} (papers: {', '.join(manifest['papers_with_records'])})",
              f"- torch {manifest['versions'].get('torch', '?')}, python {manifest['versions'].get('python', '?')}",
+             *[f"- data: `{d}`" for d in manifest.get("data", [])],
              *[f"- scale: {s}" for s in manifest["scale_notes"]], "",
              "## Wall time per rule", "",
              f"{len(walls)} jobs, {sum(w['wall_s'] for w in walls) / 3600:.2f} job-hours in all "
