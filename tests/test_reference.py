@@ -39,7 +39,7 @@ def _fake_run(root: Path, records: list[dict]) -> Path:
     (run / "notebooks" / "a.json").write_text("{}")
     (run / "benchmarks" / "finetune_classifier").mkdir(parents=True)
     (run / "benchmarks" / "finetune_classifier" / "m.tsv").write_text(
-        "s\th:m:s\tmax_rss\tmax_vms\n125.5\t0:02:05\t900.2\t3000\n")
+        "s\th:m:s\tmax_rss\tmax_vms\tcpu_time\n125.5\t0:02:05\t900.2\t3000\t120.0\n")
     return run
 
 
@@ -51,10 +51,11 @@ def test_export_keeps_records_logs_of_training_and_wall_times_but_no_weights(tmp
     assert kept == ["MANIFEST.json", "README.md", "benchmarks/finetune_classifier/m.tsv",
                     "finetune/m/metrics.jsonl", "records/m/r0.json"]
     assert m["files"]["records/m/r0.json"] == hashlib.sha256((run / "records/m/r0.json").read_bytes()).hexdigest()
-    assert m["rule_wall_times"] == [{"rule": "finetune_classifier", "job": "m", "wall_s": 125.5, "max_rss_mb": 900.2}]
+    assert m["rule_wall_times"] == [{"rule": "finetune_classifier", "job": "m", "wall_s": 125.5, "cpu_s": 120.0,
+                                     "max_rss_mb": 900.2}]
     assert m["devices"] == ["cpu: Some CPU (2 logical cores)"] and m["papers_with_records"] == ["mimir"]
     readme = (out / "README.md").read_text()
-    assert "| finetune_classifier | m | 2.1 | 900 |" in readme and "Some CPU" in readme
+    assert "| finetune_classifier | m | 2.1 | 2.0 | 900 |" in readme and "Some CPU" in readme
     assert json.loads((out / "MANIFEST.json").read_text())["notebooks"] == ["02_mimir"]
 
 
@@ -120,11 +121,12 @@ def test_committed_reference_files_are_the_manifests_small_files():
         assert m["devices"] and all("not recorded" not in d for d in m["devices"] if p != "smoke")
 
 
-def test_readme_claims_table_and_reference_claims_are_generated_from_the_committed_records():
+def test_readme_claims_table_and_reference_claims_are_generated_from_the_committed_records(monkeypatch):
+    monkeypatch.chdir(REPO)  # as `make reference` runs: messages name reference/... relative to the root
     readme = (REPO / "README.md").read_text()
     block = readme[readme.index(ref.README_BEGIN):readme.index(ref.README_END) + len(ref.README_END)]
-    assert block == ref.readme_claims_block(REPO / "reference"), "run `make reference` (the README is stale)"
-    assert (REPO / "reference" / "claims.md").read_text() == ref.claims_text(REPO / "reference")
+    assert block == ref.readme_claims_block(Path("reference")), "run `make reference` (the README is stale)"
+    assert (REPO / "reference" / "claims.md").read_text() == ref.claims_text(Path("reference"))
     for link in re.findall(r"\]\((\.\./[^)#]+)\)", (REPO / "reference" / "claims.md").read_text()):
         assert (REPO / "reference" / link).resolve().exists(), link
 

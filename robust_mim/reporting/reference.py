@@ -18,6 +18,7 @@ import argparse
 import csv
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,9 @@ KEPT_SUFFIXES = {".json", ".jsonl", ".tsv", ".png", ".md"}
 SKIPPED_DIRS = {"notebooks", "html", "logs", ".snakemake"}
 SKIPPED_FILES = {"claims.md", "claims.html", "report.html"}
 MAX_FILE_BYTES = 2_000_000
+# a notebook's one-line error for inputs a partial reference lacks (records of a paper whose chain has not run,
+# the model cards the profile's `all` target writes last): the notebook is skipped, not failed
+MISSING_INPUT = re.compile(r"robust_mim: error: no ")
 
 
 class ReferenceError(RuntimeError):
@@ -62,14 +66,15 @@ def kept_files(results_dir: Path) -> list[Path]:
 
 def rule_wall_times(results_dir: Path) -> list[dict[str, Any]]:
     """One row per job that Snakemake benchmarked (``benchmarks/<rule>/<job>.tsv``): rule, job, wall seconds,
-    peak resident memory (MB)."""
+    CPU seconds (independent of other work on the machine) and peak resident memory (MB)."""
     rows = []
     for tsv in sorted((results_dir / "benchmarks").glob("*/*.tsv")):
         with tsv.open(encoding="utf-8") as f:
             first = next(csv.DictReader(f, delimiter="\t"), None)
         if first is not None:
+            number = lambda key: float(first[key]) if first.get(key, "NA") not in ("NA", "", None) else None
             rows.append({"rule": tsv.parent.name, "job": tsv.stem, "wall_s": float(first["s"]),
-                         "max_rss_mb": float(first["max_rss"]) if first.get("max_rss", "NA") != "NA" else None})
+                         "cpu_s": number("cpu_time"), "max_rss_mb": number("max_rss")})
     return rows
 
 
@@ -157,15 +162,19 @@ def reference_readme(manifest: Mapping[str, Any]) -> str:
              *[f"- data: `{d}`" for d in manifest.get("data", [])],
              *[f"- scale: {s}" for s in manifest["scale_notes"]], "",
              "## Wall time per rule", "",
-             f"{len(walls)} jobs, {sum(w['wall_s'] for w in walls) / 3600:.2f} job-hours in all "
-             "(jobs run two at a time on two cores, so the chains' wall clock is about half).", "",
-             "| rule | jobs | total (min) | longest job |", "|---|---:|---:|---|"]
+             f"{len(walls)} jobs, {sum(w['wall_s'] for w in walls) / 3600:.2f} job-hours of wall time, "
+             f"{sum(w['cpu_s'] or 0 for w in walls) / 3600:.2f} CPU-hours (one thread per job, two jobs at a time "
+             "on two cores: a chain's wall clock is about half its CPU time when nothing else runs; wall times "
+             "above CPU times mean the machine was shared).", "",
+             "| rule | jobs | total wall (min) | total CPU (min) | longest job |", "|---|---:|---:|---:|---|"]
     for rule, secs in sorted(by_rule.items(), key=lambda kv: -sum(kv[1])):
         longest = max((w for w in walls if w["rule"] == rule), key=lambda w: w["wall_s"])
-        lines.append(f"| {rule} | {len(secs)} | {sum(secs) / 60:.1f} | "
+        cpu = sum(w["cpu_s"] or 0 for w in walls if w["rule"] == rule)
+        lines.append(f"| {rule} | {len(secs)} | {sum(secs) / 60:.1f} | {cpu / 60:.1f} | "
                      f"{longest['job']} ({longest['wall_s'] / 60:.1f} min) |")
-    lines += ["", "| rule | job | wall (min) | peak memory (MB) |", "|---|---|---:|---:|"]
+    lines += ["", "| rule | job | wall (min) | CPU (min) | peak memory (MB) |", "|---|---|---:|---:|---:|"]
     lines += [f"| {w['rule']} | {w['job']} | {w['wall_s'] / 60:.1f} | "
+              f"{'' if w['cpu_s'] is None else round(w['cpu_s'] / 60, 1)} | "
               f"{'' if w['max_rss_mb'] is None else round(w['max_rss_mb'])} |" for w in walls]
     return "\n".join(lines) + "\n"
 
@@ -199,6 +208,7 @@ def readme_claims_block(reference_root: Path | str = REFERENCE, profiles: list[s
     """The README's claims table (between the markers): one row per paper, its headline claim and our
     number and verdict per reference profile, the real-data profile first. No date: the same records
     give the same text."""
+    from robust_mim.evaluation.verdict import NOT_RUN
     from robust_mim.reporting.claims import paper_claims, table_cell
 
     profiles = profiles or reference_profiles(reference_root)
@@ -212,9 +222,13 @@ def readme_claims_block(reference_root: Path | str = REFERENCE, profiles: list[s
             cells += headline_cells(judged[p][paper.key])
         lines.append("| " + " | ".join(table_cell(c) for c in cells) + " |")
     lines.append("")
+    paper_keys = [paper.key for paper in paper_claims()]
     for p in shown:
         m = manifest(reference_root, p)
-        lines.append(f"- **{p}**: {'; '.join(m['scale_notes'])} — code {_commits(m)}, "
+        run = [k for k in paper_keys if (judged[p][k]["status"] != NOT_RUN).any()]  # a claim judged: its chain ran
+        ran = f"chains run: {', '.join(run)}" + ("" if len(run) == len(paper_keys) else
+                                                  f" (not yet: {', '.join(k for k in paper_keys if k not in run)})")
+        lines.append(f"- **{p}**: {'; '.join(m['scale_notes'])} — {ran}; code {_commits(m)}, "
                      f"{'; '.join(m['devices'])} ([records](reference/{p}/), [wall times](reference/{p}/README.md))")
     lines.append(README_END)
     return "\n".join(lines)
@@ -263,16 +277,18 @@ def render_notebooks(reference_root: Path, profile: str, out_root: Path = RENDER
     """Execute the profile's notebooks (``repo/notebooks/``) on its reference records with papermill, from
     ``repo``, and convert each to HTML under ``out_root/<profile>/``; returns notebook -> 'rendered' or why not.
     A paper without records in the reference (its chain not run yet) is skipped, and says so."""
+    from robust_mim.evaluation.verdict import NOT_RUN
     from robust_mim.notebook import notebook_parameters
     from robust_mim.papers import PAPERS
     from robust_mim.reporting.claims import profile_headline_eps_255
 
     records_dir, m = (reference_root / profile).resolve(), manifest(reference_root, profile)
-    not_run = {p.notebook for p in PAPERS.values() if p.key not in m["papers_with_records"]}
+    judged = judged_profiles(reference_root, [profile])[profile]
+    not_run = {p.notebook for p in PAPERS.values() if (judged[p.key]["status"] == NOT_RUN).all()}
     out, status = (out_root / profile).resolve(), {}
     for nb in m["notebooks"]:
         if nb in not_run:
-            status[nb] = "skipped: this paper has no records in the reference yet"
+            status[nb] = "skipped: none of this paper's claims can be judged from the reference yet (its chain has not run)"
             log(f"{profile}/{nb}: {status[nb]}")
             continue
         source = repo / "notebooks" / f"{nb}.ipynb"
@@ -288,7 +304,9 @@ def render_notebooks(reference_root: Path, profile: str, out_root: Path = RENDER
             run = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--output-dir", str(out / "html"),
                                   "--output", nb, str(executed)], capture_output=True, text=True)
         lines = [ln for ln in (run.stderr or "").splitlines() if ln.strip()]
-        status[nb] = "rendered" if run.returncode == 0 else f"failed: {lines[-1] if lines else run.returncode}"
+        missing = [ln for ln in lines if MISSING_INPUT.search(ln)]
+        status[nb] = ("rendered" if run.returncode == 0 else f"skipped: {missing[-1].strip()}" if missing
+                      else f"failed: {lines[-1] if lines else run.returncode}")
         log(f"{profile}/{nb}: {status[nb]}")
     return status
 
