@@ -113,7 +113,8 @@ def test_committed_reference_files_are_the_manifests_small_files():
     for p in profiles:
         folder = REPO / "reference" / p
         m = ref.manifest(REPO / "reference", p)
-        on_disk = {str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file()} - {"MANIFEST.json", "README.md"}
+        on_disk = {str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file()}
+        on_disk -= {"MANIFEST.json", "README.md"}
         assert on_disk == set(m["files"]), p
         for rel, sha in m["files"].items():
             data = (folder / rel).read_bytes()
@@ -134,8 +135,9 @@ def test_readme_claims_table_and_reference_claims_are_generated_from_the_committ
 def test_a_headline_not_run_shows_the_first_claim_run_beside_it_never_in_its_place():
     import pandas as pd
 
-    rows = pd.DataFrame([{"claim": "selfie-like: P3 beats P1", "ours": "no selfie-like model", "status": "not run at this scale"},
-                         {"claim": "rotation: P3 beats P1", "ours": "40 vs 30", "status": "held"}])
+    rows = pd.DataFrame([
+        {"claim": "selfie-like: P3 beats P1", "ours": "no selfie-like model", "status": "not run at this scale"},
+        {"claim": "rotation: P3 beats P1", "ours": "40 vs 30", "status": "held"}])
     ours, verdict = ref.headline_cells(rows)
     assert ours.startswith("selfie-like: P3 beats P1: no selfie-like model — closest claim run here: rotation")
     assert verdict == "**not run at this scale** (closest: **held**)"

@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from robust_mim.io import atomic_write_text
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -198,7 +200,8 @@ def manifest(reference_root: Path | str, profile: str) -> dict[str, Any]:
     return json.loads((Path(reference_root) / profile / "MANIFEST.json").read_text(encoding="utf-8"))
 
 
-def judged_profiles(reference_root: Path | str, profiles: list[str]) -> dict[str, dict[str, Any]]:
+def judged_profiles(reference_root: Path | str, profiles: list[str]) -> dict[str, dict[str, "pd.DataFrame"]]:
+    """profile -> paper key -> its claims [claim, ours, status] judged from ``reference_root/<profile>/``."""
     from robust_mim.reporting.claims import judge_profile
 
     return {p: judge_profile(Path(reference_root) / p, p) for p in profiles}
@@ -257,7 +260,7 @@ def write_readme_block(readme: Path | str, block: str) -> None:
         raise ReferenceError(f"{readme} has no '{README_BEGIN}' ... '{README_END}' markers")
     before, rest = text.split(README_BEGIN, 1)
     after = rest.split(README_END, 1)[1]
-    readme.write_text(before + block + after, encoding="utf-8")
+    atomic_write_text(readme, before + block + after)
 
 
 def claims_text(reference_root: Path | str = REFERENCE, profiles: list[str] | None = None) -> str:
@@ -288,7 +291,8 @@ def render_notebooks(reference_root: Path, profile: str, out_root: Path = RENDER
     out, status = (out_root / profile).resolve(), {}
     for nb in m["notebooks"]:
         if nb in not_run:
-            status[nb] = "skipped: none of this paper's claims can be judged from the reference yet (its chain has not run)"
+            status[nb] = ("skipped: none of this paper's claims can be judged from the reference yet "
+                          "(its chain has not run)")
             log(f"{profile}/{nb}: {status[nb]}")
             continue
         source = repo / "notebooks" / f"{nb}.ipynb"
@@ -321,7 +325,7 @@ def render(reference_root: Path | str = REFERENCE, out_root: Path | str = RENDER
     if not profiles:
         raise ReferenceError(f"no reference records under {root}/ (export a run first)")
     status = {p: render_notebooks(root, p, Path(out_root), Path(repo), log) for p in profiles} if execute else {}
-    (root / "claims.md").write_text(claims_text(root, profiles), encoding="utf-8")
+    atomic_write_text(root / "claims.md", claims_text(root, profiles))
     write_readme_block(readme, readme_claims_block(root, profiles))
     log(f"wrote {root / 'claims.md'} and the claims table in {readme} ({', '.join(profiles)})")
     return status
