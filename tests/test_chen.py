@@ -210,6 +210,21 @@ def test_claims_are_judged_from_records(tmp_path):
     assert grid.loc[("rotation", "P3"), ("F4", "ATA")] == 40.0 and ("F1", "TA") not in grid.columns
 
 
+def test_the_notebook_loader_names_the_missing_chen_records_in_one_line(tmp_path):
+    """A reference where only the shared suite of P1+F4 ran (the Chen chain not yet): RecordsMissing, not KeyError."""
+    from robust_mim.papers.chen import tables as tc
+    from robust_mim.reporting.records import RecordsMissing
+
+    rows = [{"eps": 0.0, "accuracy": 0.8, "n_examples": 100}, {"eps": 8 / 255, "accuracy": 0.3, "n_examples": 100}]
+    write_record(tmp_path / "records" / "at-scratch" / "robustness" / "pgd-linf.json", make_record(
+        "at-scratch", "pgd-linf", "unit", rows, n_examples=100, params={"norm": "linf"},
+        provenance=provenance({}, 0, "cpu", 0.0), scale_note="unit", sanity_checks=[]))
+    with pytest.raises(RecordsMissing, match="no Chen et al. TA / ATA records .*snakemake --cores 8 chen"):
+        tc.load_chen(tmp_path, "unit")
+    _record(tmp_path, "p1f4", "none", "P1", "F4", 0.80, 0.30)
+    assert set(tc.load_chen(tmp_path, "unit")["model_id"]) == {"at-scratch", "p1f4"}
+
+
 def test_selfie_is_recorded_and_compared_as_selfie_like(tmp_path):
     """Our Selfie is a simplified task (deviations): its pretext record, grid cell and paper comparison say so."""
     from robust_mim.papers.chen import tables as tc

@@ -142,3 +142,27 @@ def test_a_headline_not_run_shows_the_first_claim_run_beside_it_never_in_its_pla
     assert ours.startswith("selfie-like: P3 beats P1: no selfie-like model — closest claim run here: rotation")
     assert verdict == "**not run at this scale** (closest: **held**)"
     assert ref.headline_cells(rows.iloc[1:]) == ["rotation: P3 beats P1: 40 vs 30", "**held**"]
+
+
+def _notebook(path: Path, source: str) -> Path:
+    cells = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "profile = 'p'",
+              "outputs": [], "execution_count": None},
+             {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                      "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_a_notebook_missing_reference_inputs_is_skipped_by_its_error_type_and_any_other_error_fails(tmp_path):
+    """The skip is typed (the executed notebook's exception name), not a match on stderr text."""
+    missing = ("from robust_mim.notebook import show_errors_in_one_line\n"
+               "from robust_mim.reporting.records import RecordsMissing\n"
+               "show_errors_in_one_line()\nraise RecordsMissing('no model cards under x')")
+    other = "raise ValueError('no such column: robust_mim: error: no x')"
+    run = {name: ref.execute_notebook(_notebook(tmp_path / f"{name}.ipynb", src), tmp_path / "out" / f"{name}.ipynb",
+                                      {"profile": "p"}, REPO, tmp_path / "html")
+           for name, src in {"missing": missing, "other": other, "fine": "x = 1"}.items()}
+    assert run["missing"] == "skipped: RecordsMissing: no model cards under x"
+    assert run["other"].startswith("failed: ValueError: no such column")
+    assert run["fine"] == "rendered" and (tmp_path / "html" / "fine.html").is_file()

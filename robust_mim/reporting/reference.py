@@ -18,7 +18,6 @@ import argparse
 import csv
 import hashlib
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -40,9 +39,9 @@ KEPT_SUFFIXES = {".json", ".jsonl", ".tsv", ".png", ".md"}
 SKIPPED_DIRS = {"notebooks", "html", "logs", ".snakemake"}
 SKIPPED_FILES = {"claims.md", "claims.html", "report.html"}
 MAX_FILE_BYTES = 2_000_000
-# a notebook's one-line error for inputs a partial reference lacks (records of a paper whose chain has not run,
-# the model cards the profile's `all` target writes last): the notebook is skipped, not failed
-MISSING_INPUT = re.compile(r"robust_mim: error: no ")
+# the error type a notebook raises for inputs a partial reference lacks (records of a paper whose chain has not
+# run, the model cards the profile's `all` target writes last): the notebook is skipped, not failed
+MISSING_INPUT_ERRORS = {"RecordsMissing"}
 
 
 class ReferenceError(RuntimeError):
@@ -275,6 +274,31 @@ def claims_text(reference_root: Path | str = REFERENCE, profiles: list[str] | No
     return claims_markdown(judged, scales, profiles[-1], [], provenance, links_from="../")
 
 
+def notebook_error(executed: Path) -> tuple[str, str] | None:
+    """(exception type name, message) of the first error output in a notebook papermill executed, or None."""
+    cells = json.loads(executed.read_text(encoding="utf-8")).get("cells", [])
+    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return (errors[0].get("ename", ""), errors[0].get("evalue", "")) if errors else None
+
+
+def execute_notebook(source: Path, executed: Path, params: Mapping[str, Any], repo: Path, html_dir: Path) -> str:
+    """Run ``source`` with papermill from ``repo`` into ``executed`` and convert it to HTML in ``html_dir``:
+    'rendered'; 'skipped: RecordsMissing: …' where it stopped for inputs the reference lacks (typed by the
+    error output's exception name, `MISSING_INPUT_ERRORS`); else 'failed: <error>'."""
+    cmd = [sys.executable, "-m", "papermill", str(source), str(executed), "--cwd", str(repo)]
+    cmd += [a for k, v in params.items() for a in ("-p", k, str(v))]
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode == 0:
+        run = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--output-dir", str(html_dir),
+                              "--output", source.stem, str(executed)], capture_output=True, text=True)
+    error = notebook_error(executed) if run.returncode != 0 and executed.is_file() else None
+    lines = [ln for ln in (run.stderr or "").splitlines() if ln.strip()]
+    return ("rendered" if run.returncode == 0
+            else f"skipped: {error[0]}: {error[1]}" if error and error[0] in MISSING_INPUT_ERRORS
+            else f"failed: {': '.join(error) if error else lines[-1] if lines else run.returncode}")
+
+
 def render_notebooks(reference_root: Path, profile: str, out_root: Path = RENDERED, repo: Path = Path("."),
                      log=print) -> dict[str, str]:
     """Execute the profile's notebooks (``repo/notebooks/``) on its reference records with papermill, from
@@ -299,18 +323,7 @@ def render_notebooks(reference_root: Path, profile: str, out_root: Path = RENDER
         params = {"profile": profile, "results_dir": str(records_dir), "figures_dir": str(out / "figures" / nb)}
         if "headline_eps_255" in notebook_parameters(source):
             params["headline_eps_255"] = profile_headline_eps_255(records_dir, profile)
-        executed = out / "notebooks" / f"{nb}.ipynb"
-        cmd = [sys.executable, "-m", "papermill", str(source), str(executed), "--cwd", str(repo)]
-        cmd += [a for k, v in params.items() for a in ("-p", k, str(v))]
-        (out / "notebooks").mkdir(parents=True, exist_ok=True)
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode == 0:
-            run = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--output-dir", str(out / "html"),
-                                  "--output", nb, str(executed)], capture_output=True, text=True)
-        lines = [ln for ln in (run.stderr or "").splitlines() if ln.strip()]
-        missing = [ln for ln in lines if MISSING_INPUT.search(ln)]
-        status[nb] = ("rendered" if run.returncode == 0 else f"skipped: {missing[-1].strip()}" if missing
-                      else f"failed: {lines[-1] if lines else run.returncode}")
+        status[nb] = execute_notebook(source, out / "notebooks" / f"{nb}.ipynb", params, repo, out / "html")
         log(f"{profile}/{nb}: {status[nb]}")
     return status
 

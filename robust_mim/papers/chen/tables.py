@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from robust_mim.evaluation.verdict import claim_rows, NOT_RUN, compare, verdict
-from robust_mim.reporting.records import load_records
+from robust_mim.reporting.records import RecordsMissing, load_records
 from robust_mim.evaluation.worst_case import linf_attack_rows, overstatement, worst_case_table
 from robust_mim.papers.chen.tasks import task_label
 
@@ -63,6 +63,17 @@ def _text(value: Any) -> str:
 
 def _at_eps(rows: pd.DataFrame, eps: float) -> pd.DataFrame:
     return rows[np.isclose(rows["eps"].astype(float), eps, atol=1e-6)]
+
+
+def load_chen(results_dir: str | Path, profile: str) -> pd.DataFrame:
+    """All records of the profile as a DataFrame; RecordsMissing naming the command when none is a Chen
+    TA / ATA record (rule attack_chen_pgd), e.g. a reference where only the shared suite of P1+F4 ran."""
+    target = f"results/{profile}/notebooks/04_adv_ss_pretraining.ipynb"
+    df = load_records(results_dir, profile, target=target)
+    if not (df["evaluation"] == PGD_EVALUATION).any():
+        raise RecordsMissing(f"no Chen et al. TA / ATA records (rule attack_chen_pgd) under {results_dir}/records: "
+                             f"run `snakemake --cores 8 chen --configfile config/{profile}.yaml`")
+    return df
 
 
 def ta_ata(df: pd.DataFrame) -> pd.DataFrame:
