@@ -255,6 +255,16 @@ def test_tables_and_claims_follow_the_records(tmp_path):
     assert (verdicts == "held").all(), verdicts.to_dict()
 
 
+def test_robustness_bars_carry_their_values(tmp_path):
+    """Robust accuracies of ~1 % are invisible as bars: each bar is labelled with its value."""
+    _suite(tmp_path, "nim-gamma-ft", 0.53, 0.009)
+    _suite(tmp_path, "nim-gamma-de3", 0.42, 0.035, defense={"name": "de3", "sigma_255": 70})
+    tn, table, _ = _load(tmp_path)
+    fig = tn.plot_robustness(table, 8)
+    labels = [[t.get_text() for t in ax.texts] for ax in fig.axes]
+    assert labels == [["53.0", "42.0"], ["0.9", "3.5"]]
+
+
 def test_claims_are_not_held_or_inconclusive_when_the_records_say_so(tmp_path):
     de3 = {"name": "de3", "sigma_255": 50}
     _suite(tmp_path, "nim-gamma-ft", 0.95, 0.30)

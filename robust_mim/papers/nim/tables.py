@@ -284,6 +284,8 @@ def plot_robustness(table: pd.DataFrame, eps_255: float, title: str = "") -> plt
                                                           values="accuracy (%)", aggfunc="max")
         sub = sub[[d for d in ("plain", "De³") if d in sub] + [d for d in sub if d not in ("plain", "De³")]]
         sub.plot.bar(ax=ax, rot=0)
+        for bars in ax.containers:  # the value on each bar: robust accuracies of ~1 % are invisible as bars
+            ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=1)
         ax.set(title=col, xlabel="", ylim=(0, 102))
     axes[0].set_ylabel("accuracy (%)")
     fig.suptitle(title, fontsize=9)
