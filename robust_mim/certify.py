@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -200,7 +200,9 @@ class Smooth:
 
 def certify_dataset(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, n0: int, n: int,
                     alpha: float, batch_size: int,
-                    generator: torch.Generator | None = None, progress: Progress | None = None) -> list[dict]:
+                    generator: torch.Generator | None = None, progress: Progress | None = None,
+                    done: list[dict] | None = None,
+                    after_image: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Run CERTIFY on every image; one flat row per image, as in Cohen et al.'s output table.
 
     Args:
@@ -208,7 +210,10 @@ def certify_dataset(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, n0: int, n
         x: images ``[N, 3, H, W]`` in ``[0, 1]``.
         y: labels ``[N]``.
         n0, n, alpha, batch_size, generator: as in ``Smooth.certify``.
-        progress: counts one unit per certified image (the caller's log lines), if given.
+        progress: counts one unit per image certified in this call (the caller's log lines), if given.
+        done: rows of the first images, certified before (a resumed run): certification goes on after them
+            (the caller restores ``generator`` to its state after the last of them).
+        after_image: called with all rows so far after each image (to save a resumable state).
 
     Returns:
         Rows ``{idx, label, predict, radius, correct, time_s}``; ``predict`` is -1 and
@@ -216,8 +221,8 @@ def certify_dataset(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, n0: int, n
     """
     if x.dim() != 4 or len(x) != len(y):
         raise ConfigError(f"need x [N, 3, H, W] and y [N], got {tuple(x.shape)}, {tuple(y.shape)}")
-    rows = []
-    for idx in range(len(x)):
+    rows = list(done or [])
+    for idx in range(len(rows), len(x)):
         start = time.perf_counter()
         prediction, radius = smooth.certify(x[idx], n0, n, alpha, batch_size, generator)
         label = int(y[idx])
@@ -226,6 +231,8 @@ def certify_dataset(smooth: Smooth, x: torch.Tensor, y: torch.Tensor, n0: int, n
                      "time_s": time.perf_counter() - start})
         if progress is not None:
             progress.update()
+        if after_image is not None:
+            after_image(rows)
     return rows
 
 

@@ -172,6 +172,48 @@ def test_certify_command_writes_a_record_with_the_certification_parameters(tmp_p
     assert (rec["method"], rec["train_sigma"], rec["pretrain_objective"]) == ("gaussian", 0.25, None)
 
 
+def test_a_killed_certification_resumes_from_its_last_image_with_the_same_result(tmp_path, digits16, monkeypatch):
+    """The state saved after each image (rows + generator state) makes kill + rerun = one uninterrupted run."""
+    from robust_mim.papers.dmae import commands
+
+    spec = spec_for()
+    torch.manual_seed(1)
+    save_weights(build_classifier(spec, 10).state_dict(), tmp_path / "w.safetensors", {"kind": "classifier"})
+
+    def certify(name: str) -> dict:
+        out = tmp_path / f"{name}.json"
+        code = main(["certify", "--spec", json.dumps(spec), "--weights", str(tmp_path / "w.safetensors"),
+                     "--model-id", "rand", "--sigma", "0.25", "--out", str(out), "--log", str(tmp_path / name)])
+        assert code == 0
+        return json.loads(out.read_text())
+
+    whole = certify("whole")
+    assert len({r["radius"] for r in whole["images"]}) > 2  # the noise draws matter: a wrong stream would show
+    save = commands.save_certification
+
+    def killed_after_five(state, key, rows, generator):
+        save(state, key, rows, generator)
+        if len(rows) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "save_certification", killed_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        certify("killed")
+    assert len(json.loads((tmp_path / "killed.state" / "certify.json").read_text())["rows"]) == 5
+    monkeypatch.setattr(commands, "save_certification", save)
+    resumed = certify("killed")
+    assert "resumed certification from" in (tmp_path / "killed").read_text()
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(resumed["images"]) == strip(whole["images"])
+    assert resumed["rows"] == whole["rows"] and resumed["empirical_check"] == whole["empirical_check"]
+    assert not (tmp_path / "killed.state" / "certify.json").exists()  # done: the state is removed
+    # a state of another setting is set aside, never mixed in
+    (tmp_path / "other.state").mkdir()
+    (tmp_path / "other.state" / "certify.json").write_text(json.dumps({"key": {"sigma": 0.5}, "rows": [{}] * 5}))
+    assert strip(certify("other")["images"]) == strip(whole["images"])
+    assert "is of another model or setting: starting from the first image" in (tmp_path / "other").read_text()
+
+
 def test_certify_command_reports_a_config_error_in_one_line(tmp_path, capsys):
     spec = spec_for(n_examples=4)
     spec["dmae"]["alpha"] = 1.5

@@ -9,12 +9,20 @@ each certified-correct image's own radius must not change PREDICT's answer.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import json
 import time
+from pathlib import Path
+from typing import Any
+
+import torch
 
 from robust_mim.certify import Smooth, certificate_check, certification_rows, certify_dataset, max_certifiable_radius
 from robust_mim.cli import command
 from robust_mim.cli import common
 from robust_mim.errors import ConfigError
+from robust_mim.io import atomic_write_text
 from robust_mim.papers.dmae.certification import certification_checks, certification_note, empirical_check
 from robust_mim.progress import Progress
 from robust_mim.records import make_record, provenance, write_record
@@ -22,6 +30,9 @@ from robust_mim.records import make_record, provenance, write_record
 def _certify_args(p: argparse.ArgumentParser) -> None:
     common.add_model_args(p, ("--out", "the certification record (.json)"))
     p.add_argument("--sigma", type=float, required=True, help="smoothing noise σ in [0, 1] pixel units")
+    p.add_argument("--state-dir", default=None,
+                   help="where certification saves its progress after each image, so a killed job resumes with "
+                        "the same result (default: <log>.state next to --log; none without --log)")
 
 
 @command("certify", _certify_args)
@@ -34,16 +45,62 @@ def certify(args: argparse.Namespace) -> None:
     generator = common.seeded_generator(spec, dev)
     log(f"certify {args.model_id} at sigma={args.sigma}: {len(y)} images, N0={cfg['n0']}, N={cfg['n']}, "
         f"alpha={cfg['alpha']}")
+    state_dir = args.state_dir or (f"{args.log}.state" if args.log else None)
+    state = Path(state_dir) / "certify.json" if state_dir else None
+    key = certify_state_key(args, spec, len(y), dev)
+    done, before_s = resume_certification(state, key, generator, log)
     t0 = time.perf_counter()
     images = certify_dataset(smooth, x.to(dev), y.to(dev), cfg["n0"], cfg["n"], cfg["alpha"], cfg["batch_size"],
-                             generator, Progress(len(y), log, "certify", "images"))
-    t_cert = time.perf_counter() - t0
+                             generator, Progress(len(y) - len(done), log, "certify", "images"), done,
+                             lambda rows: save_certification(state, key, rows, generator) if state else None)
+    t_cert = before_s + time.perf_counter() - t0
     attack_rows = empirical_check(smooth, x, images, cfg, generator)
     record = certification_record(args, spec, images, attack_rows, str(dev), t_cert, time.perf_counter() - t0)
     write_record(args.out, record)
+    if state is not None:
+        state.unlink(missing_ok=True)
     failed = common.failed_checks(record["sanity_checks"])
     log(f"certified accuracy {record['certified_accuracy']}; certify {t_cert:.1f}s, attack "
         f"{time.perf_counter() - t0 - t_cert:.1f}s; failed sanity checks: {', '.join(failed) or 'none'}")
+
+
+def certify_state_key(args: argparse.Namespace, spec: dict, n_images: int, dev: torch.device) -> dict[str, Any]:
+    """What a saved certification state must match to be resumed: the model's weights (sha256), σ, the
+    certification parameters, the seed, the number of images and the device type (its generator state)."""
+    cfg = spec["dmae"]
+    weights = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()
+    return {"model_id": args.model_id, "weights_sha256": weights, "sigma": args.sigma, "seed": spec["seed"],
+            "n_images": n_images, "device": dev.type, **{k: cfg[k] for k in ("n0", "n", "alpha", "batch_size")}}
+
+
+def save_certification(state: Path, key: dict[str, Any], rows: list[dict], generator: torch.Generator) -> None:
+    """Atomically save the rows certified so far and the generator's state after the last of them."""
+    blob = base64.b64encode(generator.get_state().numpy().tobytes()).decode()
+    atomic_write_text(state, json.dumps({"key": key, "rows": rows, "generator_state": blob}))
+
+
+def resume_certification(state: Path | None, key: dict[str, Any], generator: torch.Generator,
+                         log) -> tuple[list[dict], float]:
+    """(rows certified before, their seconds) from a saved state that matches ``key``, with ``generator``
+    restored to its state after them, so the resumed run certifies exactly as an uninterrupted one;
+    ([], 0.0) without one. A state that does not match or cannot be read is set aside, and said so."""
+    if state is None or not state.is_file():
+        return [], 0.0
+    try:
+        saved = json.loads(state.read_text(encoding="utf-8"))
+        matches = saved["key"] == key
+        if matches:
+            raw = torch.frombuffer(bytearray(base64.b64decode(saved["generator_state"])), dtype=torch.uint8)
+            generator.set_state(raw)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        log(f"certification state {state} unreadable ({exc}): starting from the first image")
+        return [], 0.0
+    if not matches:
+        log(f"certification state {state} is of another model or setting: starting from the first image")
+        return [], 0.0
+    rows = saved["rows"]
+    log(f"resumed certification from {state}: {len(rows)} of {key['n_images']} images done")
+    return rows, sum(r["time_s"] for r in rows)
 
 
 def certification_record(args: argparse.Namespace, spec: dict, images: list[dict], attack_rows: list[dict],
