@@ -72,6 +72,25 @@ def test_export_replaces_an_older_reference_and_refuses_uncommitted_or_mixed_rec
     assert (out / "records").is_dir()  # a refused export leaves the last good reference in place
 
 
+def test_chain_costs_follow_the_dependency_path_and_count_a_chain_only_once_it_reached_its_notebook():
+    recs = [_record(model="m") | {"init": "pre"}, _record(model="s"), _record(model="c") | {"paper": ["dmae"]},
+            _record(model="x") | {"paper": ["nim"]}]
+    minutes = {("pretrain_mim", "pre"): 10, ("finetune_classifier", "m"): 20, ("attack_eval", "m"): 5,
+               ("attack_adaptive", "m"): 8, ("finetune_classifier", "s"): 40, ("attack_eval", "s"): 4,
+               ("notebook_run", "02_mimir"): 1, ("finetune_classifier", "c"): 5,
+               ("certify_smoothed", "c-sigma0.25"): 50, ("notebook_run", "03_dmae_certified"): 1,
+               ("finetune_classifier", "x"): 7}  # nim's notebook has not run: no nim chain
+    walls = [{"rule": r, "job": j, "wall_s": 120 * c, "cpu_s": 60 * c} for (r, j), c in minutes.items()]
+    chains = {c["paper"]: c for c in ref.chain_costs(recs, walls)}
+    assert set(chains) == {"mimir", "dmae"}
+    # mimir: 88 CPU-min; paths m 10 + 20 + 8 = 38, s 40 + 4 = 44, + notebook 1 = 45 > 88 / 2
+    assert chains["mimir"] == {"paper": "mimir", "jobs": 7, "cpu_min": 88.0, "path_min": 45.0,
+                               "estimated_wall_min": 45.0}
+    assert chains["dmae"]["path_min"] == 56.0 and chains["dmae"]["jobs"] == 3  # c-sigma0.25 is c's job
+    text = "\n".join(ref.chains_section(list(chains.values())))
+    assert "| mimir | 7 | 88.0 | 45.0 | 45.0 |" in text and ref.chains_section([]) == []
+
+
 def test_readme_block_is_replaced_between_its_markers_only(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{ref.README_BEGIN}\nold\n{ref.README_END}\noutro\n")

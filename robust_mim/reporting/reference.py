@@ -18,6 +18,7 @@ import argparse
 import csv
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,57 @@ def rule_wall_times(results_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# the jobs that train what a fine-tuned model starts from (its ``init`` or ``vq``): they run before its fine-tuning
+UPSTREAM_RULES = ("pretrain_mim", "pretrain_pretext", "train_vq")
+NOTEBOOK_RULES = ("notebook_run", "report_notebook_html")
+
+
+def _job_model(job: str) -> str:
+    """The model a job evaluates: certification jobs are named ``<model>-sigma<σ>``."""
+    return re.sub(r"-sigma[0-9.]+$", "", job)
+
+
+def chain_costs(records: list[Mapping[str, Any]], walls: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per paper (`robust_mim.papers.PAPERS`), what its chain (``snakemake <paper>``) cost, from the jobs'
+    CPU seconds: ``cpu_min`` over its jobs (a pretraining it shares with another paper counted in both),
+    ``path_min`` the longest dependency path (what trains a model's init or VQ, then its fine-tuning, then its
+    longest evaluation, then the notebook), and ``estimated_wall_min`` = max(CPU / 2, path): the wall clock of
+    the chain alone with two 1-thread jobs at a time on two otherwise idle cores (a 1-thread job's CPU time is
+    its wall time there). Jobs belong to the papers their models' records name; a pretraining to the papers
+    of the models fine-tuned from it; a notebook to its paper."""
+    from robust_mim.papers import PAPERS
+
+    models: dict[str, dict[str, Any]] = {}
+    for r in records:
+        m = models.setdefault(r["model_id"], {"papers": set(), "up": set()})
+        m["papers"].update(p for p in _papers(r) if p in PAPERS)
+        m["up"].update(str(r[k]) for k in ("init", "vq") if r.get(k))
+    cpu = {(w["rule"], w["job"]): (w["cpu_s"] or 0.0) / 60 for w in walls}
+    out = []
+    for paper in PAPERS.values():
+        mine = {mid for mid, m in models.items() if paper.key in m["papers"]}
+        ups = {u for mid in mine for u in models[mid]["up"]}
+        jobs = {(rule, job) for rule, job in cpu
+                if (rule in NOTEBOOK_RULES and job == paper.notebook)
+                or (rule in UPSTREAM_RULES and (job in ups or job in mine))
+                or (rule not in NOTEBOOK_RULES and rule not in UPSTREAM_RULES and _job_model(job) in mine)}
+        if not mine or ("notebook_run", paper.notebook) not in jobs:
+            continue  # the paper's chain has not run (to its notebook) here
+
+        def longest(rules: tuple[str, ...] | None, names: set[str]) -> float:
+            return max([c for (rule, job), c in cpu.items() if (rule, job) in jobs and _job_model(job) in names
+                        and (rules is None or rule in rules)], default=0.0)
+
+        evaluations = tuple({rule for rule, _ in jobs} - {"finetune_classifier", *UPSTREAM_RULES, *NOTEBOOK_RULES})
+        path = max(longest(UPSTREAM_RULES, models[mid]["up"]) + longest(("finetune_classifier",), {mid})
+                   + longest(evaluations, {mid}) for mid in mine)
+        path += sum(c for (rule, job), c in cpu.items() if rule in NOTEBOOK_RULES and job == paper.notebook)
+        total = sum(cpu[j] for j in jobs)
+        out.append({"paper": paper.key, "jobs": len(jobs), "cpu_min": round(total, 1), "path_min": round(path, 1),
+                    "estimated_wall_min": round(max(total / 2, path), 1)})
+    return out
+
+
 def _records(results_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((results_dir / "records").rglob("*.json"))]
 
@@ -127,6 +179,7 @@ def export_reference(results_dir: Path | str, reference_root: Path | str = REFER
         "scale_notes": sorted({r["scale_note"] for r in records if r.get("scale_note")}),
         "data": sorted({json.dumps(spec_data(p)) for p in (results_dir / "specs").glob("*.json")} - {"null"}),
         "rule_wall_times": walls,
+        "chains": chain_costs(records, walls),
         "files": {str(rel): hashlib.sha256((results_dir / rel).read_bytes()).hexdigest() for rel in files},
     }
     (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -162,6 +215,7 @@ def reference_readme(manifest: Mapping[str, Any]) -> str:
              f"- torch {manifest['versions'].get('torch', '?')}, python {manifest['versions'].get('python', '?')}",
              *[f"- data: `{d}`" for d in manifest.get("data", [])],
              *[f"- scale: {s}" for s in manifest["scale_notes"]], "",
+             *chains_section(manifest.get("chains", [])),
              "## Wall time per rule", "",
              f"{len(walls)} jobs, {sum(w['wall_s'] for w in walls) / 3600:.2f} job-hours of wall time, "
              f"{sum(w['cpu_s'] or 0 for w in walls) / 3600:.2f} CPU-hours (one thread per job, two jobs at a time "
@@ -178,6 +232,21 @@ def reference_readme(manifest: Mapping[str, Any]) -> str:
               f"{'' if w['cpu_s'] is None else round(w['cpu_s'] / 60, 1)} | "
               f"{'' if w['max_rss_mb'] is None else round(w['max_rss_mb'])} |" for w in walls]
     return "\n".join(lines) + "\n"
+
+
+def chains_section(chains: list[Mapping[str, Any]]) -> list[str]:
+    """README lines: each paper's chain cost (`chain_costs`), or nothing when the manifest has none."""
+    if not chains:
+        return []
+    lines = ["## Each paper's chain", "",
+             "From the jobs' CPU time (independent of other work on the machine): the chain's CPU minutes, its "
+             "longest dependency path, and the estimated wall clock of `snakemake --cores 2 <paper>` alone on two "
+             "idle cores, max(CPU / 2, path). A pretraining two papers share is counted in both.", "",
+             "| chain | jobs | CPU (min) | longest path (min) | estimated wall, 2 idle cores (min) |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {c['paper']} | {c['jobs']} | {c['cpu_min']:.1f} | {c['path_min']:.1f} | "
+              f"{c['estimated_wall_min']:.1f} |" for c in chains]
+    return lines + [""]
 
 
 # ----------------------------------------------------------------------------- render
