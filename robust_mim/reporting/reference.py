@@ -241,7 +241,8 @@ def chains_section(chains: list[Mapping[str, Any]]) -> list[str]:
     lines = ["## Each paper's chain", "",
              "From the jobs' CPU time (independent of other work on the machine): the chain's CPU minutes, its "
              "longest dependency path, and the estimated wall clock of `snakemake --cores 2 <paper>` alone on two "
-             "idle cores, max(CPU / 2, path). A pretraining two papers share is counted in both.", "",
+             "idle cores, max(CPU / 2, path). A model or pretraining two papers share is counted in both, with all "
+             "its evaluations: an upper bound for such a chain.", "",
              "| chain | jobs | CPU (min) | longest path (min) | estimated wall, 2 idle cores (min) |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {c['paper']} | {c['jobs']} | {c['cpu_min']:.1f} | {c['path_min']:.1f} | "

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -80,7 +80,7 @@ def save_certification(state: Path, key: dict[str, Any], rows: list[dict], gener
 
 
 def resume_certification(state: Path | None, key: dict[str, Any], generator: torch.Generator,
-                         log) -> tuple[list[dict], float]:
+                         log: Callable[[str], None]) -> tuple[list[dict], float]:
     """(rows certified before, their seconds) from a saved state that matches ``key``, with ``generator``
     restored to its state after them, so the resumed run certifies exactly as an uninterrupted one;
     ([], 0.0) without one. A state that does not match or cannot be read is set aside, and said so."""
