@@ -33,6 +33,8 @@ def _fake_run(root: Path, records: list[dict]) -> Path:
     (run / "finetune" / "m" / "model.safetensors").write_bytes(b"weights")
     (run / "finetune" / "m" / "checkpoint.pt").write_bytes(b"weights")
     (run / "finetune" / "m" / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n')
+    (run / "pretrain" / "busy").mkdir(parents=True)  # a training job still running: no weights yet
+    (run / "pretrain" / "busy" / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.9}\n')
     (run / "logs" / "x").mkdir(parents=True)
     (run / "logs" / "x" / "m.log").write_text("log")
     (run / "notebooks").mkdir()
@@ -49,7 +51,7 @@ def test_export_keeps_records_logs_of_training_and_wall_times_but_no_weights(tmp
     out = tmp_path / "reference" / "p"
     kept = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert kept == ["MANIFEST.json", "README.md", "benchmarks/finetune_classifier/m.tsv",
-                    "finetune/m/metrics.jsonl", "records/m/r0.json"]
+                    "finetune/m/metrics.jsonl", "records/m/r0.json"]  # not pretrain/busy: still training
     assert m["files"]["records/m/r0.json"] == hashlib.sha256((run / "records/m/r0.json").read_bytes()).hexdigest()
     assert m["rule_wall_times"] == [{"rule": "finetune_classifier", "job": "m", "wall_s": 125.5, "cpu_s": 120.0,
                                      "max_rss_mb": 900.2}]

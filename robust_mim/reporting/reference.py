@@ -52,13 +52,19 @@ class ReferenceError(RuntimeError):
 # ----------------------------------------------------------------------------- export
 
 
+def training_in_progress(folder: Path) -> bool:
+    """A training job's folder whose weights are not written yet (the job is running, or was killed): its
+    half-written log is not exported."""
+    return (folder / "metrics.jsonl").is_file() and not (folder / "model.safetensors").is_file()
+
+
 def kept_files(results_dir: Path) -> list[Path]:
     """The files of a run that a reference keeps (relative paths, sorted)."""
     out = []
     for path in sorted(results_dir.rglob("*")):
         rel = path.relative_to(results_dir)
         if (path.is_file() and path.suffix in KEPT_SUFFIXES and rel.parts[0] not in SKIPPED_DIRS
-                and rel.name not in SKIPPED_FILES):
+                and rel.name not in SKIPPED_FILES and not training_in_progress(path.parent)):
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise ReferenceError(f"{path} is {path.stat().st_size / 1e6:.1f} MB: over the reference's "
                                      f"{MAX_FILE_BYTES / 1e6:g} MB per file")
