@@ -74,6 +74,21 @@ def test_export_replaces_an_older_reference_and_refuses_uncommitted_or_mixed_rec
     assert (out / "records").is_dir()  # a refused export leaves the last good reference in place
 
 
+def test_a_training_job_resumed_after_a_kill_has_its_cpu_time_scaled_to_all_its_epochs(tmp_path):
+    """Snakemake benchmarks the last run only: resumed after epoch 1 of 3, 120 CPU-s are 2 of 3 epochs."""
+    run = _fake_run(tmp_path, [_record()])
+    (run / "logs" / "finetune_classifier").mkdir(parents=True)
+    (run / "logs" / "finetune_classifier" / "m.log").write_text(
+        "[1] epoch=1 loss=2\n[2] resumed from run/checkpoint.pt after epoch 1\n[3] epoch=2 loss=1\n[4] epoch=3 loss=0\n")
+    m = ref.export_reference(run, tmp_path / "reference")
+    assert m["rule_wall_times"][0] == {"rule": "finetune_classifier", "job": "m", "wall_s": 125.5, "cpu_s": 120.0,
+                                       "max_rss_mb": 900.2, "resumed_after_epoch": 1, "epochs": 3,
+                                       "cpu_s_all_epochs": 180.0}
+    assert "| m (resumed after epoch 1 of 3: times of the last run; all epochs ≈ 3.0 CPU-min) |" in \
+        (tmp_path / "reference" / "p" / "README.md").read_text()
+    assert ref.resumed_epochs(run / "logs" / "x" / "m.log") is None and ref.resumed_epochs(tmp_path / "no.log") is None
+
+
 def test_chain_costs_follow_the_dependency_path_and_count_a_chain_only_once_it_reached_its_notebook():
     recs = [_record(model="m") | {"init": "pre"}, _record(model="s"), _record(model="c") | {"paper": ["dmae"]},
             _record(model="x") | {"paper": ["nim"]}]

@@ -74,16 +74,40 @@ def kept_files(results_dir: Path) -> list[Path]:
 
 def rule_wall_times(results_dir: Path) -> list[dict[str, Any]]:
     """One row per job that Snakemake benchmarked (``benchmarks/<rule>/<job>.tsv``): rule, job, wall seconds,
-    CPU seconds (independent of other work on the machine) and peak resident memory (MB)."""
+    CPU seconds (independent of other work on the machine) and peak resident memory (MB). Snakemake
+    benchmarks a job's last run only: a training job resumed after a kill (`resumed_epochs`) also gets
+    ``resumed_after_epoch``, ``epochs`` and ``cpu_s_all_epochs``, its CPU time scaled to all its epochs."""
     rows = []
     for tsv in sorted((results_dir / "benchmarks").glob("*/*.tsv")):
         with tsv.open(encoding="utf-8") as f:
             first = next(csv.DictReader(f, delimiter="\t"), None)
         if first is not None:
             number = lambda key: float(first[key]) if first.get(key, "NA") not in ("NA", "", None) else None
-            rows.append({"rule": tsv.parent.name, "job": tsv.stem, "wall_s": float(first["s"]),
-                         "cpu_s": number("cpu_time"), "max_rss_mb": number("max_rss")})
+            row = {"rule": tsv.parent.name, "job": tsv.stem, "wall_s": float(first["s"]),
+                   "cpu_s": number("cpu_time"), "max_rss_mb": number("max_rss")}
+            resumed = resumed_epochs(results_dir / "logs" / tsv.parent.name / f"{tsv.stem}.log")
+            if resumed and row["cpu_s"] is not None:
+                done, epochs = resumed
+                row |= {"resumed_after_epoch": done, "epochs": epochs,
+                        "cpu_s_all_epochs": round(row["cpu_s"] * epochs / (epochs - done), 2)}
+            rows.append(row)
     return rows
+
+
+RESUMED = re.compile(r"resumed from .* after epoch (\d+)")
+EPOCH = re.compile(r"\bepoch=(\d+) ")
+
+
+def resumed_epochs(log: Path) -> tuple[int, int] | None:
+    """(epochs done before, epochs in all) when the job's log says its last run resumed from a checkpoint."""
+    if not log.is_file():
+        return None
+    text = log.read_text(encoding="utf-8", errors="replace")
+    starts = [m for m in RESUMED.finditer(text)]
+    epochs = [int(m.group(1)) for m in EPOCH.finditer(text)]
+    if not starts or not epochs or max(epochs) <= int(starts[-1].group(1)):
+        return None
+    return int(starts[-1].group(1)), max(epochs)
 
 
 # the jobs that train what a fine-tuned model starts from (its ``init`` or ``vq``): they run before its fine-tuning
@@ -98,7 +122,8 @@ def _job_model(job: str) -> str:
 
 def chain_costs(records: list[Mapping[str, Any]], walls: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per paper (`robust_mim.papers.PAPERS`), what its chain (``snakemake <paper>``) cost, from the jobs'
-    CPU seconds: ``cpu_min`` over its jobs (a pretraining it shares with another paper counted in both),
+    CPU seconds (a resumed training job's scaled to all its epochs, `rule_wall_times`): ``cpu_min`` over its
+    jobs (a pretraining it shares with another paper counted in both),
     ``path_min`` the longest dependency path (what trains a model's init or VQ, then its fine-tuning, then its
     longest evaluation, then the notebook), and ``estimated_wall_min`` = max(CPU / 2, path): the wall clock of
     the chain alone with two 1-thread jobs at a time on two otherwise idle cores (a 1-thread job's CPU time is
@@ -111,7 +136,7 @@ def chain_costs(records: list[Mapping[str, Any]], walls: list[Mapping[str, Any]]
         m = models.setdefault(r["model_id"], {"papers": set(), "up": set()})
         m["papers"].update(p for p in _papers(r) if p in PAPERS)
         m["up"].update(str(r[k]) for k in ("init", "vq") if r.get(k))
-    cpu = {(w["rule"], w["job"]): (w["cpu_s"] or 0.0) / 60 for w in walls}
+    cpu = {(w["rule"], w["job"]): (w.get("cpu_s_all_epochs") or w["cpu_s"] or 0.0) / 60 for w in walls}
     out = []
     for paper in PAPERS.values():
         mine = {mid for mid, m in models.items() if paper.key in m["papers"]}
@@ -234,10 +259,17 @@ def reference_readme(manifest: Mapping[str, Any]) -> str:
         lines.append(f"| {rule} | {len(secs)} | {sum(secs) / 60:.1f} | {cpu / 60:.1f} | "
                      f"{longest['job']} ({longest['wall_s'] / 60:.1f} min) |")
     lines += ["", "| rule | job | wall (min) | CPU (min) | peak memory (MB) |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {w['rule']} | {w['job']} | {w['wall_s'] / 60:.1f} | "
+    lines += [f"| {w['rule']} | {w['job']}{_resumed_note(w)} | {w['wall_s'] / 60:.1f} | "
               f"{'' if w['cpu_s'] is None else round(w['cpu_s'] / 60, 1)} | "
               f"{'' if w['max_rss_mb'] is None else round(w['max_rss_mb'])} |" for w in walls]
     return "\n".join(lines) + "\n"
+
+
+def _resumed_note(wall: Mapping[str, Any]) -> str:
+    if "resumed_after_epoch" not in wall:
+        return ""
+    return (f" (resumed after epoch {wall['resumed_after_epoch']} of {wall['epochs']}: times of the last run; "
+            f"all epochs ≈ {wall['cpu_s_all_epochs'] / 60:.1f} CPU-min)")
 
 
 def chains_section(chains: list[Mapping[str, Any]]) -> list[str]:
@@ -248,7 +280,8 @@ def chains_section(chains: list[Mapping[str, Any]]) -> list[str]:
              "From the jobs' CPU time (independent of other work on the machine): the chain's CPU minutes, its "
              "longest dependency path, and the estimated wall clock of `snakemake --cores 2 <paper>` alone on two "
              "idle cores, max(CPU / 2, path). A model or pretraining two papers share is counted in both, with all "
-             "its evaluations: an upper bound for such a chain.", "",
+             "its evaluations: an upper bound for such a chain. A training job resumed after a kill counts its CPU "
+             "time scaled to all its epochs (Snakemake benchmarks the last run only).", "",
              "| chain | jobs | CPU (min) | longest path (min) | estimated wall, 2 idle cores (min) |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {c['paper']} | {c['jobs']} | {c['cpu_min']:.1f} | {c['path_min']:.1f} | "
