@@ -89,6 +89,19 @@ def test_a_training_job_resumed_after_a_kill_has_its_cpu_time_scaled_to_all_its_
     assert ref.resumed_epochs(run / "logs" / "x" / "m.log") is None and ref.resumed_epochs(tmp_path / "no.log") is None
 
 
+def test_export_leaves_out_what_a_running_job_is_writing(tmp_path):
+    """Outputs Snakemake marks incomplete (a job still running or killed) are neither copied nor counted."""
+    import base64
+
+    run = _fake_run(tmp_path, [_record(), _record(model="busy")])  # records/busy/r1.json: being written
+    marks = tmp_path / ".snakemake" / "incomplete"
+    marks.mkdir(parents=True)
+    (marks / base64.b64encode(b"results/p/records/busy").decode()).write_text("")
+    m = ref.export_reference(run, tmp_path / "reference")
+    assert m["records"] == 1 and not (tmp_path / "reference" / "p" / "records" / "busy").exists()
+    assert ref.running_outputs(run) == [(run / "records" / "busy").resolve()]
+
+
 def test_chain_costs_follow_the_dependency_path_and_count_a_chain_only_once_it_reached_its_notebook():
     recs = [_record(model="m") | {"init": "pre"}, _record(model="s"), _record(model="c") | {"paper": ["dmae"]},
             _record(model="x") | {"paper": ["nim"]}]

@@ -15,6 +15,7 @@ computes a number: every value shown comes from a record.
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import hashlib
 import json
@@ -58,13 +59,35 @@ def training_in_progress(folder: Path) -> bool:
     return (folder / "metrics.jsonl").is_file() and not (folder / "model.safetensors").is_file()
 
 
+def running_outputs(results_dir: Path) -> list[Path]:
+    """Outputs Snakemake marks as being written (``.snakemake/incomplete/``, base64 of the path relative to the
+    working directory that holds ``results_dir``): jobs still running, or killed before they finished."""
+    for workdir in results_dir.resolve().parents:
+        marks = workdir / ".snakemake" / "incomplete"
+        if marks.is_dir():
+            paths = []
+            for mark in marks.iterdir():
+                try:
+                    paths.append((workdir / base64.b64decode(mark.name).decode()).resolve())
+                except (ValueError, UnicodeDecodeError):
+                    continue
+            return paths
+    return []
+
+
+def _in_running_output(path: Path, running: list[Path]) -> bool:
+    path = path.resolve()
+    return any(path == out or out in path.parents for out in running)
+
+
 def kept_files(results_dir: Path) -> list[Path]:
     """The files of a run that a reference keeps (relative paths, sorted)."""
-    out = []
+    out, running = [], running_outputs(results_dir)
     for path in sorted(results_dir.rglob("*")):
         rel = path.relative_to(results_dir)
         if (path.is_file() and path.suffix in KEPT_SUFFIXES and rel.parts[0] not in SKIPPED_DIRS
-                and rel.name not in SKIPPED_FILES and not training_in_progress(path.parent)):
+                and rel.name not in SKIPPED_FILES and not training_in_progress(path.parent)
+                and not _in_running_output(path, running)):
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise ReferenceError(f"{path} is {path.stat().st_size / 1e6:.1f} MB: over the reference's "
                                      f"{MAX_FILE_BYTES / 1e6:g} MB per file")
@@ -163,7 +186,10 @@ def chain_costs(records: list[Mapping[str, Any]], walls: list[Mapping[str, Any]]
 
 
 def _records(results_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((results_dir / "records").rglob("*.json"))]
+    """The finished records of a run (none of a job still writing them, `running_outputs`)."""
+    running = running_outputs(results_dir)
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((results_dir / "records").rglob("*.json"))
+            if not _in_running_output(p, running)]
 
 
 def export_reference(results_dir: Path | str, reference_root: Path | str = REFERENCE,
