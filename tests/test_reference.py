@@ -96,7 +96,7 @@ def test_export_leaves_out_what_a_running_job_is_writing(tmp_path):
     run = _fake_run(tmp_path, [_record(), _record(model="busy")])  # records/busy/r1.json: being written
     marks = tmp_path / ".snakemake" / "incomplete"
     marks.mkdir(parents=True)
-    (marks / base64.b64encode(b"results/p/records/busy").decode()).write_text("")
+    (marks / base64.urlsafe_b64encode(b"results/p/records/busy").decode()).write_text("")
     m = ref.export_reference(run, tmp_path / "reference")
     assert m["records"] == 1 and not (tmp_path / "reference" / "p" / "records" / "busy").exists()
     assert ref.running_outputs(run) == [(run / "records" / "busy").resolve()]

@@ -60,7 +60,7 @@ def training_in_progress(folder: Path) -> bool:
 
 
 def running_outputs(results_dir: Path) -> list[Path]:
-    """Outputs Snakemake marks as being written (``.snakemake/incomplete/``, base64 of the path relative to the
+    """Outputs Snakemake marks as being written (``.snakemake/incomplete/``, URL-safe base64 of the path relative to the
     working directory that holds ``results_dir``): jobs still running, or killed before they finished."""
     for workdir in results_dir.resolve().parents:
         marks = workdir / ".snakemake" / "incomplete"
@@ -68,7 +68,7 @@ def running_outputs(results_dir: Path) -> list[Path]:
             paths = []
             for mark in marks.iterdir():
                 try:
-                    paths.append((workdir / base64.b64decode(mark.name).decode()).resolve())
+                    paths.append((workdir / base64.urlsafe_b64decode(mark.name).decode()).resolve())
                 except (ValueError, UnicodeDecodeError):
                     continue
             return paths
