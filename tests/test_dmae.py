@@ -294,3 +294,17 @@ def test_dmae_claims_compare_certified_accuracies_with_the_binomial_noise():
     assert _beats(best.assign(**{"r=0.25": [16.0, 50.0, 60.0, 10.0]}), "a-worse", "b", radii, n=100)[0] \
         == "not held"
     assert _beats(best, "a-close", "b", radii, n=100_000)[0] == "held"  # 1 point is real at n=1e5
+
+
+def test_table_radii_are_those_the_records_were_certified_for_not_the_papers():
+    import pandas as pd
+
+    from robust_mim.certify import certification_rows
+    from robust_mim.papers.dmae.tables import TABLE_RADII, table_radii
+
+    # a profile certifying r <= 0.75 (N too small for r = 1): its rows run on a finer grid up to the max radius
+    rows = [{"correct": True, "radius": 0.6}, {"correct": False, "radius": 0.0}]
+    cert = pd.DataFrame(certification_rows(rows, [0.0, 0.25, 0.5, 0.75], max_radius=0.7996))
+    assert cert["radius"].nunique() > 4
+    assert table_radii(cert) == (0.0, 0.25, 0.5, 0.75)
+    assert table_radii(cert.drop(columns="in_table")) == TABLE_RADII  # records of older code: the paper's radii

@@ -83,6 +83,17 @@ def load_certifications(results_dir: str | Path, profile: str, n_samples: int | 
     return cert
 
 
+def table_radii(cert: pd.DataFrame) -> tuple[float, ...]:
+    """The table radii the records were certified for (the profile's ``dmae.radii``), sorted.
+
+    Each record flags its table radii (``in_table``) among the finer radius grid of its curve; records
+    without the flag fall back to the paper's table radii.
+    """
+    if "in_table" not in cert or cert["in_table"].isna().all():
+        return TABLE_RADII
+    return tuple(sorted({round(float(r), 6) for r in cert.loc[cert["in_table"].fillna(False).astype(bool), "radius"]}))
+
+
 def certification_records(results_dir: str | Path, model_sigmas: set[tuple[str, float]]) -> list[dict[str, Any]]:
     """The full ``certify`` record dicts (with per-image rows and the PGD-EOT check) of the given models × σ."""
     keep = {(m, round(s, 6)) for m, s in model_sigmas}
