@@ -119,6 +119,12 @@ def test_chain_costs_follow_the_dependency_path_and_count_a_chain_only_once_it_r
     assert chains["dmae"]["path_min"] == 56.0 and chains["dmae"]["jobs"] == 3  # c-sigma0.25 is c's job
     text = "\n".join(ref.chains_section(list(chains.values())))
     assert "| mimir | 7 | 88.0 | 45.0 | 45.0 |" in text and ref.chains_section([]) == []
+    # the whole run: every job once (nim's unfinished chain too), the longest chain's path
+    total = ref.profile_cost(walls, list(chains.values()))
+    assert total == {"jobs": 11, "cpu_min": 151.0, "path_min": 56.0, "estimated_wall_min": 75.5}
+    assert "| every exported job, each once | 11 | 151.0 | 56.0 | 75.5 |" in "\n".join(
+        ref.chains_section(list(chains.values()), total))
+    assert ref.profile_cost(walls, []) is None
 
 
 def test_readme_block_is_replaced_between_its_markers_only(tmp_path):

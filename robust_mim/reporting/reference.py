@@ -185,6 +185,18 @@ def chain_costs(records: list[Mapping[str, Any]], walls: list[Mapping[str, Any]]
     return out
 
 
+def profile_cost(walls: list[Mapping[str, Any]], chains: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """What every exported job together cost, each job once (a pretraining several papers share counted once):
+    ``cpu_min``, and ``estimated_wall_min`` = max(CPU / 2, the longest chain's path), the wall clock of
+    ``snakemake --cores 2 all`` on two idle cores; None before any chain reached its notebook."""
+    if not chains:
+        return None
+    total = sum((w.get("cpu_s_all_epochs") or w["cpu_s"] or 0.0) for w in walls) / 60
+    path = max(c["path_min"] for c in chains)
+    return {"jobs": len(walls), "cpu_min": round(total, 1), "path_min": round(path, 1),
+            "estimated_wall_min": round(max(total / 2, path), 1)}
+
+
 def _records(results_dir: Path) -> list[dict[str, Any]]:
     """The finished records of a run (none of a job still writing them, `running_outputs`)."""
     running = running_outputs(results_dir)
@@ -236,7 +248,8 @@ def export_reference(results_dir: Path | str, reference_root: Path | str = REFER
         "scale_notes": sorted({r["scale_note"] for r in records if r.get("scale_note")}),
         "data": sorted({json.dumps(spec_data(p)) for p in (results_dir / "specs").glob("*.json")} - {"null"}),
         "rule_wall_times": walls,
-        "chains": chain_costs(records, walls),
+        "chains": (chains := chain_costs(records, walls)),
+        "profile_cost": profile_cost(walls, chains),
         "files": {str(rel): hashlib.sha256((results_dir / rel).read_bytes()).hexdigest() for rel in files},
     }
     (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -272,7 +285,7 @@ def reference_readme(manifest: Mapping[str, Any]) -> str:
              f"- torch {manifest['versions'].get('torch', '?')}, python {manifest['versions'].get('python', '?')}",
              *[f"- data: `{d}`" for d in manifest.get("data", [])],
              *[f"- scale: {s}" for s in manifest["scale_notes"]], "",
-             *chains_section(manifest.get("chains", [])),
+             *chains_section(manifest.get("chains", []), manifest.get("profile_cost")),
              "## Wall time per rule", "",
              f"{len(walls)} jobs, {sum(w['wall_s'] for w in walls) / 3600:.2f} job-hours of wall time, "
              f"{sum(w['cpu_s'] or 0 for w in walls) / 3600:.2f} CPU-hours (one thread per job, two jobs at a time "
@@ -298,8 +311,9 @@ def _resumed_note(wall: Mapping[str, Any]) -> str:
             f"all epochs ≈ {wall['cpu_s_all_epochs'] / 60:.1f} CPU-min)")
 
 
-def chains_section(chains: list[Mapping[str, Any]]) -> list[str]:
-    """README lines: each paper's chain cost (`chain_costs`), or nothing when the manifest has none."""
+def chains_section(chains: list[Mapping[str, Any]], total: Mapping[str, Any] | None = None) -> list[str]:
+    """README lines: each paper's chain cost (`chain_costs`) and every job's together (`profile_cost`), or
+    nothing when the manifest has none."""
     if not chains:
         return []
     lines = ["## Each paper's chain", "",
@@ -312,6 +326,9 @@ def chains_section(chains: list[Mapping[str, Any]]) -> list[str]:
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {c['paper']} | {c['jobs']} | {c['cpu_min']:.1f} | {c['path_min']:.1f} | "
               f"{c['estimated_wall_min']:.1f} |" for c in chains]
+    if total:
+        lines.append(f"| every exported job, each once | {total['jobs']} | {total['cpu_min']:.1f} | "
+                     f"{total['path_min']:.1f} | {total['estimated_wall_min']:.1f} |")
     return lines + [""]
 
 
