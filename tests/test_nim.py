@@ -255,6 +255,14 @@ def test_tables_and_claims_follow_the_records(tmp_path):
     assert (verdicts == "held").all(), verdicts.to_dict()
 
 
+def test_noise_counts_the_attacked_images_not_a_corruption_records(tmp_path):
+    """A model also evaluated on 10,000 corrupted images (DAT's reference) keeps the n of its attacks."""
+    _suite(tmp_path, "nim-gamma-ft", 0.95, 0.02)
+    _write(tmp_path, "nim-gamma-ft", "corruption", [{"eps": 0.0, "accuracy": 0.5, "n_examples": 10_000}], n=10_000)
+    _, table, _ = _load(tmp_path)
+    assert table.loc["nim-gamma-ft", "n"] == 100
+
+
 def test_robustness_bars_carry_their_values(tmp_path):
     """Robust accuracies of ~1 % are invisible as bars: each bar is labelled with its value."""
     _suite(tmp_path, "nim-gamma-ft", 0.53, 0.009)

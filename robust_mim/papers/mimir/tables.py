@@ -114,7 +114,7 @@ def headline_table(df: pd.DataFrame, eps_255: float = 8.0) -> pd.DataFrame:
     attacks = [c for c in table.columns if c not in ("pretraining", "clean")]
     table["strongest attack (min)"] = table[attacks].min(axis=1)
     table["robust accuracy (worst case)"] = worst_case_table(linf_attack_rows(df), eps_255 / 255)["accuracy"]
-    table["n"] = df.groupby("model_id")["n_examples"].max()
+    table["n"] = linf_attack_rows(df).groupby("model_id")["n_examples"].max()  # attacked images (not a corruption record's)
     pgd = [columns[e] for e in columns if e[4:].isdigit()]
     protocol = table[pgd].max(axis=1) if pgd else pd.Series(float("nan"), index=table.index)
     table["protocol flag"] = overstatement_flags(protocol, table["robust accuracy (worst case)"], table["n"])

@@ -99,7 +99,7 @@ def robustness_table(df: pd.DataFrame, models: pd.DataFrame, eps_255: list[float
     """
     sub = df[df["model_id"].isin(models["model_id"])]
     out = models.set_index("model_id")[["pretraining", "defense", "sigma_test_255"]].copy()
-    out["n"] = sub.groupby("model_id")["n_examples"].max()
+    out["n"] = linf_attack_rows(sub).groupby("model_id")["n_examples"].max()  # attacked images (not a corruption record's)
     out["clean"] = _at(sub, CLEAN_FROM, 0.0)
     for eps in eps_255:
         for label, evaluation in COLUMNS.items():
