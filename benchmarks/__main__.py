@@ -6,6 +6,7 @@ Runs, in one process with a fixed number of torch threads:
 - ``mae``:      MAE step with the encoder on visible tokens (mask 0.75) vs all tokens (mask 0);
 - ``pgd``:      PGD-10 of `robust_mim.attacks.core` vs ART's ``ProjectedGradientDescentPyTorch`` and ``...Numpy``;
 - ``certify``:  batched randomized-smoothing CERTIFY vs a per-sample loop;
+- ``certify_batch``: CERTIFY of the cifar10-cpu ViT at several noise batch sizes and in bf16 vs the profile's setting;
 - ``autoattack``: official AutoAttack standard through `robust_mim.attacks.autoattack` vs calling ``pyautoattack`` directly;
 - ``cpu_train``: CPU training of the cifar10-cpu model: in-memory vs PIL data, bf16 / compile vs fp32 steps;
 - ``gpu``:      training MFU on a GPU (skipped without CUDA);
@@ -69,6 +70,14 @@ def _certify(args: argparse.Namespace, tmp: Path) -> dict:
     return {"benchmark": "certify_throughput", "runs": runs, "ratio": min(r["speedup"] for r in runs)}
 
 
+def _certify_batch(args: argparse.Namespace, tmp: Path) -> dict:
+    from benchmarks import bench_certify_batch
+    quick = ["--num-images", "1", "--n0", "10", "--n", "60", "--batch-sizes", "20", "--baseline-batch-size", "60",
+             "--repeats", "1"]
+    return bench_certify_batch.main((quick if args.quick else []) + ["--threads", str(args.threads),
+                                                                      "--out", str(tmp / "certify_batch.json")])
+
+
 def _autoattack(args: argparse.Namespace, tmp: Path) -> dict:
     from benchmarks import bench_autoattack
     if args.quick:
@@ -106,8 +115,8 @@ def _pipeline(args: argparse.Namespace, tmp: Path) -> dict:
 
 
 BENCHMARKS: dict[str, Runner] = {"engine": _engine, "mae": _mae, "pgd": _pgd, "certify": _certify,
-                                 "autoattack": _autoattack, "cpu_train": _cpu_train, "gpu": _gpu,
-                                 "pipeline": _pipeline}
+                                 "certify_batch": _certify_batch, "autoattack": _autoattack, "cpu_train": _cpu_train,
+                                 "gpu": _gpu, "pipeline": _pipeline}
 
 
 def summary_rows(name: str, result: dict) -> list[dict]:
@@ -156,6 +165,14 @@ def _certify_rows(r: dict) -> list[dict]:
             for run in r["runs"]]
 
 
+def _certify_batch_rows(r: dict) -> list[dict]:
+    base = r["results"][r["baseline"]]
+    return [_row(f"certify_batch/{name.replace(' ', '')}", f"{row['samples_per_s']:.0f} samples/s",
+                 f"{base['samples_per_s']:.0f} samples/s", row["ratio"], "",
+                 f"{r['model']} vs the profile's {r['baseline']}; same result: {row['same_result']}")
+            for name, row in r["results"].items() if name != r["baseline"]]
+
+
 def _autoattack_rows(r: dict) -> list[dict]:
     rows = []
     for run in r["runs"]:
@@ -199,6 +216,7 @@ def _pipeline_rows(r: dict) -> list[dict]:
 
 SUMMARIES: dict[str, Callable[[dict], list[dict]]] = {
     "engine": _engine_rows, "mae": _mae_rows, "pgd": _pgd_rows, "certify": _certify_rows,
+    "certify_batch": _certify_batch_rows,
     "autoattack": _autoattack_rows, "cpu_train": _cpu_train_rows, "gpu": _gpu_rows, "pipeline": _pipeline_rows}
 
 

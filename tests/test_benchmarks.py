@@ -65,6 +65,16 @@ def test_engine_and_mae_report_both_sides_and_their_ratio(quick_report):
     assert mae["token_ratio"] == pytest.approx(17 / 5)
 
 
+def test_certify_batch_compares_with_the_profiles_setting_on_the_same_noise(quick_report):
+    run = quick_report["benchmarks"]["certify_batch"]
+    base = run["results"][run["baseline"]]
+    assert run["baseline"] == "fp32 batch 60" and base["ratio"] == pytest.approx(1.0) and base["same_result"]
+    assert set(run["results"]) == {"fp32 batch 20", "fp32 batch 60", "bf16 batch 20", "bf16 batch 60"}
+    for row in run["results"].values():
+        assert row["ratio"] == pytest.approx(base["seconds"] / row["seconds"]) and isinstance(row["same_result"], bool)
+    assert run["ratio"] == max(r["ratio"] for r in run["results"].values())
+
+
 def test_summary_has_a_row_per_comparison_and_pipeline_says_how_to_produce(quick_report):
     rows = {r["benchmark"]: r for r in quick_report["summary"]}
     for name in ("engine/classifier", "engine/mae", "pgd/cnn", "pgd/cnn/art-numpy", "certify/cnn", "autoattack/vit"):
