@@ -6,7 +6,8 @@ in fp32 and, with ``--bf16``, under bf16 autocast. The baseline is the profile's
 ``--baseline-batch-size``, the profile's ``dmae.batch_size``). Throughput is noise samples per second;
 ``same_result`` says whether a contender certified every image with the baseline's prediction and
 radius (same seed: the same noise stream, so any difference comes from the forward pass). The
-contenders alternate for ``--repeats`` rounds after one warm-up each; the median is reported.
+contenders alternate for ``--repeats`` rounds after one warm-up each (`benchmarks.interleaved_times`);
+the median is reported.
 
     python -m benchmarks.bench_certify_batch --out benchmarks/results/certify_batch.json
 """
@@ -15,14 +16,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import interleaved_times, machine_info, median, spread
 from robust_mim.certify import Smooth
 
 
@@ -36,15 +34,12 @@ def cifar10_cpu_vit(arch: str = "vit_micro_patch4_32", num_classes: int = 10) ->
 
 
 def certify_all(smooth: Smooth, images: torch.Tensor, args: argparse.Namespace, batch_size: int,
-                bf16: bool) -> tuple[float, list[tuple[int, float]]]:
-    """Seconds to certify every image, and each image's (prediction, radius); a fresh seeded generator."""
+                bf16: bool) -> list[tuple[int, float]]:
+    """Each image's (prediction, radius), certified with a fresh generator seeded with ``args.seed``."""
     gen = torch.Generator().manual_seed(args.seed)
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    start, out = time.perf_counter(), []
     with amp:
-        for image in images:  # [3, H, W]
-            out.append(smooth.certify(image, args.n0, args.n, args.alpha, batch_size, gen))
-    return time.perf_counter() - start, out
+        return [smooth.certify(image, args.n0, args.n, args.alpha, batch_size, gen) for image in images]  # [3, H, W] each
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,28 +72,25 @@ def main(argv: list[str] | None = None) -> dict:
     contenders = {f"{'bf16' if bf16 else 'fp32'} batch {b}": (b, bf16) for bf16 in ([False, True] if args.bf16
                                                                                    else [False]) for b in sizes}
     baseline = f"fp32 batch {args.baseline_batch_size}"
-    load_start = os.getloadavg()
-    results, runs = {}, {name: [] for name in contenders}
-    for name, (b, bf16) in contenders.items():  # warm-up: oneDNN primitives, allocations
-        results[name] = certify_all(smooth, images[:1], args, b, bf16)[1]
-    for _ in range(args.repeats):  # alternate, so a change in machine load hits every contender
-        for name, (b, bf16) in contenders.items():
-            seconds, results[name] = certify_all(smooth, images, args, b, bf16)
-            runs[name].append(seconds)
+    certified: dict[str, list[tuple[int, float]]] = {}
+
+    def contender(name: str, b: int, bf16: bool):
+        return lambda: certified.__setitem__(name, certify_all(smooth, images, args, b, bf16))
+
+    times = interleaved_times({name: contender(name, *c) for name, c in contenders.items()}, args.repeats)
     samples = args.num_images * (args.n0 + args.n)
-    base_s = statistics.median(runs[baseline])
-    table = {name: {"batch_size": b, "bf16": bf16, "seconds": statistics.median(runs[name]),
-                    "samples_per_s": samples / statistics.median(runs[name]), "runs_s": runs[name],
-                    "ratio": base_s / statistics.median(runs[name]),
-                    "same_result": results[name] == results[baseline]}
+    base_s = median(times[baseline])
+    table = {name: {"batch_size": b, "bf16": bf16, "seconds": median(times[name]),
+                    "samples_per_s": samples / median(times[name]), "runs_s": times[name],
+                    "spread": spread(times[name]), "ratio": base_s / median(times[name]),
+                    "same_result": certified[name] == certified[baseline]}
              for name, (b, bf16) in contenders.items()}
     best = max(table, key=lambda k: table[k]["ratio"])
     result = {
         "benchmark": "certify_batch", "model": args.arch, "images": args.num_images, "n0": args.n0, "n": args.n,
         "alpha": args.alpha, "sigma": args.sigma, "noise_samples": samples, "repeats": args.repeats,
-        "baseline": baseline, "results": table, "best": best, "ratio": table[best]["ratio"],
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform(),
-        "seed": args.seed, "load_average_start": load_start, "load_average_end": os.getloadavg(),
+        "baseline": baseline, "results": table, "best": best, "ratio": table[best]["ratio"], "seed": args.seed,
+        **machine_info(),
     }
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
